@@ -39,7 +39,7 @@ def connect(database: str | Path, read_only: bool = False) -> duckdb.DuckDBPyCon
     if not read_only:
         database.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(database), read_only=read_only, config={"custom_user_agent": "news_ai_assets", "enable_progress_bar": False})
+        conn = duckdb.connect(str(database), read_only=read_only, config={"custom_user_agent": "news_ai_assets"})
     except duckdb.IOException as err:
         if "lock" not in str(err).lower():
             raise
@@ -50,6 +50,8 @@ def connect(database: str | Path, read_only: bool = False) -> duckdb.DuckDBPyCon
             "run), and read while the pipeline runs from a snapshot (README: 'Reading while the pipeline runs'). "
             f"DuckDB said: {err}"
         ) from err
+    conn.execute("SET enable_progress_bar = false")
+    return conn
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:

@@ -106,8 +106,9 @@ def _read(
         {_DUPLICATES.format(key=key)}
         {select}
     """
-    conn = duckdb.connect(config={"enable_progress_bar": False})
+    conn = duckdb.connect()
     try:
+        conn.execute("SET enable_progress_bar = false")
         conn.execute(query, {"path": str(path), **params})
         rejects = pl.concat(
             [

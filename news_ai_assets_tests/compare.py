@@ -1,0 +1,28 @@
+import math
+
+import polars as pl
+
+
+def _close(a, b, tol: float) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is None and b is None
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    return a == b
+
+
+def assert_rows_match(actual: pl.DataFrame, expected: list[dict], key: list[str], tol: float = 1e-6) -> None:
+    """Every expected row is in `actual` (matched on `key`), column by column; floats to `tol`."""
+    assert actual.height == len(expected), f"{actual.height} rows, reference has {len(expected)}"
+    by_key = {tuple(row[k] for k in key): row for row in actual.to_dicts()}
+    assert len(by_key) == actual.height, "duplicate keys in the fast output"
+    for want in expected:
+        got = by_key[tuple(want[k] for k in key)]
+        for column, value in want.items():
+            assert _close(got[column], value, tol), (
+                f"row {tuple(want[k] for k in key)} column {column}: got {got[column]!r}, reference {value!r}"
+            )

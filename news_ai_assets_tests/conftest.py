@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from news_ai_assets.mind import sample
+from news_ai_assets.resources import MindSource
+from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
+
+REAL_SUBSET = Path(os.environ.get("NEWS_AI_REAL_SUBSET", Path(__file__).resolve().parents[2] / "shared" / "mind_real_subset"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mind(tmp_path_factory) -> Path:
+    """The tiny generated sample, MINDsample_{train,dev,test} over 2019-11-09..22."""
+    root = tmp_path_factory.mktemp("tiny_mind")
+    sample.generate(root, "tiny")
+    return root
+
+
+@pytest.fixture
+def real_mind() -> Path:
+    if not (REAL_SUBSET / "MINDsmall_train" / "behaviors.tsv").exists():
+        pytest.skip(f"real MIND rows not found at {REAL_SUBSET}")
+    return REAL_SUBSET
+
+
+def pipeline_resources(database: Path, mind_dir: Path) -> dict:
+    """The resources of definitions.py, pointed at a temporary DuckDB file and a MIND folder."""
+    return {
+        "io_manager": DuckDBPolarsIOManager(database=str(database)),
+        "duckdb_database": DuckDBDatabase(database=str(database)),
+        "mind": MindSource(mind_dir=str(mind_dir), sample_dir=str(database.parent / "unused_sample")),
+    }

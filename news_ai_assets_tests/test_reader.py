@@ -1,0 +1,141 @@
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from news_ai_assets.mind.reader import MindInputError, discover_splits, read_behaviors, read_news
+from news_ai_assets_tests import reference
+from news_ai_assets_tests.compare import assert_rows_match
+
+ALL_DAYS = (dt.date(2019, 11, 1), dt.date(2019, 12, 1))
+
+
+def _split_dir(root: Path, name: str, behaviors: bytes | None = None, news: bytes | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if behaviors is not None:
+        (folder / "behaviors.tsv").write_bytes(behaviors)
+    if news is not None:
+        (folder / "news.tsv").write_bytes(news)
+    return folder
+
+
+def test_real_rows_match_reference_parse(real_mind):
+    splits = discover_splits(real_mind)
+    behaviors, rejects = read_behaviors(splits, *ALL_DAYS)
+    assert rejects.height == 0
+    expected = reference.parse_behaviors_file(real_mind / "MINDsmall_train" / "behaviors.tsv", "train")
+    assert len(expected) == 5000
+    assert_rows_match(behaviors, expected, key=["split", "impression_id"])
+    assert behaviors.filter(pl.col("history_length") == 0).height > 0  # real empty histories
+
+
+def test_real_news_match_reference_parse(real_mind):
+    news, rejects = read_news(discover_splits(real_mind))
+    assert rejects.height == 0
+    expected = reference.parse_news_file(real_mind / "MINDsmall_train" / "news.tsv")
+    assert_rows_match(news, list(expected.values()), key=["news_id"])
+    assert news.filter(pl.col("title").str.starts_with('"')).height > 0  # quote-led titles kept verbatim
+    assert news.filter(pl.col("abstract") == "").height > 0
+
+
+def test_generated_rows_match_reference_parse(tiny_mind):
+    splits = discover_splits(tiny_mind)
+    assert [s.split for s in splits] == ["train", "dev", "test"]
+    behaviors, rejects = read_behaviors(splits, *ALL_DAYS)
+    assert rejects.height == 0
+    expected = [
+        row for s in splits for row in reference.parse_behaviors_file(s.path / "behaviors.tsv", s.split)
+    ]
+    assert_rows_match(behaviors, expected, key=["split", "impression_id"])
+    test_rows = behaviors.filter(pl.col("split") == "test")
+    assert test_rows.height > 0 and test_rows.get_column("click_count").null_count() == test_rows.height
+
+
+def test_day_window_is_start_inclusive_end_exclusive(tiny_mind):
+    behaviors, _ = read_behaviors(discover_splits(tiny_mind), dt.date(2019, 11, 12), dt.date(2019, 11, 14))
+    assert set(behaviors.get_column("date").unique()) == {dt.date(2019, 11, 12), dt.date(2019, 11, 13)}
+
+
+GOOD = b"1\tU1\t11/11/2019 9:05:26 AM\tN1 N2\tN3-1 N4-0\n"
+BAD_LINES = {
+    b"2\tU2\tnot a time\t\tN3-0\n": "unparseable time",
+    b"3\tU3\t11/11/2019 9:05:26 AM\tN1\n": "missing columns",
+    b"4\tU4\t11/11/2019 9:05:26 AM\t\tN3-0\textra\n": "too many columns",
+    b"5\tU\xff5\t11/11/2019 9:05:26 AM\t\tN3-0\n": "invalid encoding",
+    b'"6\tU6\t11/12/2019 12:05:26 PM\t\tN3-0\n': "impression_id is not a positive integer",
+    b"7\tU7\t11/12/2019 1:05:26 PM\t\tN3\n": "unlabelled impression in a labelled split",
+    b"8\tU8\t11/12/2019 1:05:26 PM\t\tN3-1 N3-0\n": "candidate repeated within an impression",
+    b"9\tU9\t11/12/2019 1:05:26 PM\tN1 X2\tN3-1\n": "malformed history news id",
+    b"10\tU10\t11/12/2019 1:05:26 PM\t\tN3-2\n": "malformed impression token",
+    b"11\tU11\t11/12/2019 1:05:26 PM\t\t\n": "no impressions",
+}
+
+
+def test_malformed_lines_are_rejected_with_reasons_not_dropped(tmp_path):
+    truncated = b"12\tU12\t11/12/2019 1:05:26 PM"  # last line cut off, no newline
+    _split_dir(tmp_path, "MINDx_train", behaviors=GOOD + b"".join(BAD_LINES) + truncated)
+    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    assert behaviors.get_column("impression_id").to_list() == [1]
+    assert rejects.height == len(BAD_LINES) + 1
+    last = rejects.filter(pl.col("raw_line").str.starts_with("12\t"))
+    for reason in BAD_LINES.values():
+        others = rejects.filter(~pl.col("raw_line").str.starts_with("12\t"))
+        assert others.filter(pl.col("reason").str.starts_with(reason)).height == 1, reason
+    assert last.get_column("reason").item().startswith("missing columns") and last.get_column("line").item() == 12
+
+
+def test_duplicate_impression_ids(tmp_path):
+    lines = (
+        GOOD + GOOD  # an exact copy: kept once
+        + b"2\tU2\t11/11/2019 9:05:26 AM\t\tN3-1\n" + b"2\tU9\t11/11/2019 9:05:26 AM\t\tN3-1\n"  # disagree
+    )
+    _split_dir(tmp_path, "MINDx_train", behaviors=lines)
+    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    assert behaviors.get_column("impression_id").to_list() == [1]
+    assert sorted(rejects.get_column("reason").to_list()) == [
+        "conflicting lines share one impression_id", "conflicting lines share one impression_id", "duplicate line",
+    ]
+
+
+def test_unlabelled_test_split_and_empty_file(tmp_path):
+    _split_dir(tmp_path, "MINDlarge_test", behaviors=b"1\tU1\t11/16/2019 9:05:26 PM\t\tN3 N4\n")
+    _split_dir(tmp_path, "MINDlarge_dev", behaviors=b"")
+    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    row = behaviors.row(0, named=True)
+    assert rejects.height == 0 and behaviors.height == 1
+    assert row["split"] == "test" and row["click_count"] is None and row["click_ratio"] is None
+    assert [c["clicked"] for c in row["impressions"]] == [None, None]
+    assert row["time"] == dt.datetime(2019, 11, 16, 21, 5, 26) and row["history"] == []
+
+
+def test_news_union_across_splits_and_bad_entities(tmp_path):
+    article = b"N1\tnews\tnewsus\tTitle\t\thttps://x\t[]\t[]\n"
+    _split_dir(tmp_path, "MINDsmall_train", news=article + b"N2\tnews\tnewsus\tT2\tA\tu\t{oops\t[]\n")
+    _split_dir(tmp_path, "MINDsmall_dev", news=article + b"N3\tsports\tnfl\t\"Quoted\tA\tu\t[]\t[]\n")
+    news, rejects = read_news(discover_splits(tmp_path))
+    assert news.get_column("news_id").to_list() == ["N1", "N3"]
+    assert news.filter(pl.col("news_id") == "N3").get_column("title").item() == '"Quoted'
+    assert rejects.get_column("reason").to_list() == ["title entities are not a valid JSON array"]
+
+
+def test_folder_problems_are_clear_errors(tmp_path):
+    with pytest.raises(MindInputError, match="does not exist"):
+        discover_splits(tmp_path / "nowhere")
+    with pytest.raises(MindInputError, match="no MIND split folder"):
+        discover_splits(tmp_path)
+    _split_dir(tmp_path, "MINDsmall_train")
+    with pytest.raises(MindInputError, match="has no behaviors.tsv"):
+        read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    _split_dir(tmp_path, "MINDlarge_train")
+    with pytest.raises(MindInputError, match="more than one train split"):
+        discover_splits(tmp_path)
+
+
+def test_real_rows_with_a_copy_under_another_name(real_mind, tmp_path):
+    """Any MIND*_<split> folder name is accepted (MINDlarge_train etc.)."""
+    shutil.copytree(real_mind / "MINDsmall_train", tmp_path / "MINDlarge_train")
+    behaviors, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    assert behaviors.height == 5000

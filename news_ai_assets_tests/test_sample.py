@@ -1,0 +1,64 @@
+import datetime as dt
+import filecmp
+
+import polars as pl
+import pytest
+
+from news_ai_assets.mind import sample
+from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
+
+
+@pytest.fixture(scope="module")
+def demo_mind(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    sample.generate(root, "demo")
+    return root
+
+
+def test_generation_is_deterministic(tmp_path, tiny_mind):
+    sample.generate(tmp_path, "tiny")
+    for split in ["train", "dev", "test"]:
+        for name in ["behaviors.tsv", "news.tsv", "entity_embedding.vec"]:
+            assert filecmp.cmp(tmp_path / f"MINDsample_{split}" / name, tiny_mind / f"MINDsample_{split}" / name, shallow=False)
+
+
+def test_demo_has_mind_like_shapes(demo_mind):
+    splits = discover_splits(demo_mind)
+    behaviors, rejects = read_behaviors(splits, dt.date(2019, 11, 9), dt.date(2019, 11, 23))
+    assert rejects.height == 0
+    assert sorted(behaviors.get_column("date").unique()) == [dt.date(2019, 11, d) for d in range(9, 23)]
+    labelled = behaviors.filter(pl.col("split") != "test")
+    stats = labelled.select(
+        candidates=pl.col("impressions_count").mean(),
+        clicks=pl.col("click_count").mean(),
+        ctr=pl.col("click_count").sum() / pl.col("impressions_count").sum(),
+        min_clicks=pl.col("click_count").min(),
+    ).row(0, named=True)
+    assert 32 <= stats["candidates"] <= 42 and 1.3 <= stats["clicks"] <= 1.7
+    assert 0.03 <= stats["ctr"] <= 0.05 and stats["min_clicks"] >= 1
+    histories = behaviors.get_column("history_length")
+    assert 15 <= histories.median() <= 23 and histories.max() > 100 and (histories == 0).sum() > 0
+    test = behaviors.filter(pl.col("split") == "test")
+    assert test.height > 0 and test.get_column("click_count").null_count() == test.height
+    repeat_users = behaviors.group_by("user_id").agg(pl.col("date").n_unique()).filter(pl.col("date") > 1)
+    assert repeat_users.height > 100
+    hours = behaviors.group_by("hour_of_day").len()
+    assert hours.get_column("len").max() > 3 * hours.get_column("len").min()  # a daily pattern
+
+    news, news_rejects = read_news(splits)
+    assert news_rejects.height == 0
+    assert news.get_column("category").n_unique() >= 14
+    assert 0.02 <= (news.get_column("abstract") == "").mean() <= 0.09
+    assert news.filter(pl.col("title").str.starts_with('"')).height > 0
+    assert news.filter(pl.col("title_entities").list.len() > 0).height > news.height / 3
+
+
+def test_every_split_has_all_three_files(tiny_mind):
+    for split in ["train", "dev", "test"]:
+        names = {p.name for p in (tiny_mind / f"MINDsample_{split}").iterdir()}
+        assert names == {"behaviors.tsv", "news.tsv", "entity_embedding.vec"}
+
+
+def test_command_line(tmp_path):
+    sample.main(["--scale", "tiny", "--out", str(tmp_path)])
+    assert (tmp_path / "MINDsample_dev" / "behaviors.tsv").stat().st_size > 0

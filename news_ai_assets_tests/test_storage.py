@@ -1,0 +1,121 @@
+import datetime as dt
+import subprocess
+import sys
+import time
+
+import duckdb
+import polars as pl
+import pytest
+
+from news_ai_assets.storage import DuckDBLockedError, SchemaMismatchError, connect, replace_rows
+
+DAY = "date = ?"
+
+
+def _frame(day: dt.date, values: list[int]) -> pl.DataFrame:
+    return pl.DataFrame({"date": [day] * len(values), "value": values, "label": [f"v{v}" for v in values]})
+
+
+def _stored(database) -> pl.DataFrame:
+    with connect(database) as conn:
+        return conn.sql("SELECT * FROM layer.t ORDER BY date, value").pl()
+
+
+D1, D2 = dt.date(2019, 11, 9), dt.date(2019, 11, 10)
+
+
+def test_replacing_a_partition_leaves_others_and_never_duplicates(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1, 2]), DAY, [D1])
+        replace_rows(conn, "layer", "t", _frame(D2, [3]), DAY, [D2])
+        replace_rows(conn, "layer", "t", _frame(D1, [4]), DAY, [D1])
+        replace_rows(conn, "layer", "t", _frame(D1, [4]), DAY, [D1])
+    assert _stored(db).get_column("value").to_list() == [4, 3]
+
+
+def test_columns_are_matched_by_name_not_position(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1]), DAY, [D1])
+        replace_rows(conn, "layer", "t", _frame(D2, [2]).select("label", "value", "date"), DAY, [D2])
+    assert _stored(db).rows() == [(D1, 1, "v1"), (D2, 2, "v2")]
+
+
+class _FailingInsert:
+    """A connection whose INSERT fails, i.e. after the partition's DELETE has run."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, sql, *args):
+        if sql.startswith("INSERT"):
+            raise duckdb.IOException("disk full (simulated)")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_failed_write_leaves_the_previous_partition_intact(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1, 2]), DAY, [D1])
+        with pytest.raises(duckdb.IOException, match="simulated"):
+            replace_rows(_FailingInsert(conn), "layer", "t", _frame(D1, [9]), DAY, [D1])
+    assert _stored(db).get_column("value").to_list() == [1, 2]
+
+
+def test_new_columns_migrate_and_incompatible_ones_stop_before_deleting(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1]), DAY, [D1])
+        added = replace_rows(conn, "layer", "t", _frame(D2, [2]).with_columns(extra=pl.lit(1.5)), DAY, [D2])
+        assert added == ["extra"]
+        with pytest.raises(SchemaMismatchError, match="type changed: value"):
+            replace_rows(conn, "layer", "t", _frame(D1, [3]).with_columns(pl.col("value").cast(pl.String)), DAY, [D1])
+        with pytest.raises(SchemaMismatchError, match="missing from the new rows: label"):
+            replace_rows(conn, "layer", "t", _frame(D1, [3]).drop("label"), DAY, [D1])
+    assert _stored(db).rows() == [(D1, 1, "v1", None), (D2, 2, "v2", 1.5)]
+
+
+def test_an_empty_partition_creates_the_table(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, []), DAY, [D1])
+    stored = _stored(db)
+    assert stored.height == 0 and stored.columns == ["date", "value", "label"]
+
+
+def test_feature_types_round_trip(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "date": [D1],
+            "vector": pl.Series([[0.5] * 384], dtype=pl.Array(pl.Float32, 384)),
+            "items": [[{"news_id": "N1", "clicked": None}]],
+            "history": [["N1", "N2"]],
+            "time": [dt.datetime(2019, 11, 9, 13, 5)],
+            "small": pl.Series([3], dtype=pl.Int16),
+        }
+    )
+    with connect(tmp_path / "x.duckdb") as conn:
+        replace_rows(conn, "layer", "t", frame, DAY, [D1])
+        back = conn.sql("SELECT * FROM layer.t").pl()
+    assert back.schema == frame.schema and back.equals(frame)
+
+
+def test_a_locked_file_fails_fast_naming_the_holder(tmp_path):
+    db = tmp_path / "x.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        started = time.monotonic()
+        with pytest.raises(DuckDBLockedError, match=rf"locked by another process \(PID {holder.pid}\)"):
+            connect(db)
+        assert time.monotonic() - started < 10  # no silent retry loop
+    finally:
+        holder.kill()
+        holder.wait()
