@@ -17,7 +17,7 @@ def table_counts(database) -> pl.DataFrame:
             has_date = conn.execute(
                 "SELECT count(*) FROM information_schema.columns "
                 "WHERE table_schema = ? AND table_name = ? AND column_name = 'date'", [schema, table]
-            ).fetchone()[0]
+            ).fetchall() == [(1,)]
             qualified = f"{quote(schema)}.{quote(table)}"
             query = (
                 f"SELECT date::VARCHAR AS partition, count(*) AS rows FROM {qualified} GROUP BY 1"

@@ -5,6 +5,7 @@ One line, one impression, one user at a time, in plain Python. The fast code mus
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 
@@ -81,4 +82,112 @@ def interactions(behavior_rows: list[dict]) -> list[dict]:
                     "clicked": candidate["clicked"], "split": row["split"],
                 }
             )
+    return out
+
+
+VOCABULARY = (
+    "autos", "entertainment", "finance", "foodanddrink", "games", "health", "kids", "lifestyle",
+    "middleeast", "movies", "music", "news", "northamerica", "sports", "travel", "tv", "video", "weather",
+)
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _pstd(values):
+    if not values:
+        return None
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def _most_frequent(values):
+    """Most frequent value; ties to the smallest. None for no values."""
+    if not values:
+        return None
+    counts = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def user_features(behavior_rows: list[dict], categories: dict[str, tuple[str, str]], day: dt.date, lookback: int):
+    """user_id -> feature dict, straight from the definitions in compute/user_features.py."""
+    day_start = dt.datetime.combine(day, dt.time())
+    today = sorted((r for r in behavior_rows if r["date"] == day),
+                   key=lambda r: (r["user_id"], r["time"], r["split"], r["impression_id"]))
+    users = {}
+    for r in today:
+        users.setdefault(r["user_id"], r["history"])
+    out = {}
+    for user, history in users.items():
+        rows = [r for r in behavior_rows
+                if r["user_id"] == user and day - dt.timedelta(days=lookback) <= r["date"] < day]
+        labelled = [r for r in rows if r["click_count"] is not None]
+        f = {"user_id": user, "date": day, "behavior_count": len(rows), "history_length": len(history)}
+        imps = [r["impressions_count"] for r in rows]
+        clicks = [r["click_count"] for r in labelled]
+        ratios = [r["click_ratio"] for r in labelled]
+        f.update(
+            impressions_count_mean=_mean(imps), impressions_count_min=min(imps, default=None),
+            impressions_count_max=max(imps, default=None), impressions_count_sum=sum(imps),
+            click_count_mean=_mean(clicks), click_count_min=min(clicks, default=None),
+            click_count_max=max(clicks, default=None), click_count_sum=sum(clicks),
+            click_ratio_mean=_mean(ratios), click_ratio_min=min(ratios, default=None),
+            click_ratio_max=max(ratios, default=None),
+        )
+        labelled_imps = sum(r["impressions_count"] for r in labelled)
+        f["overall_ctr"] = sum(clicks) / labelled_imps if labelled_imps else 0.0
+
+        times = sorted(r["time"] for r in rows)
+        hours = lambda a, b: (b - a).total_seconds() / 3600  # noqa: E731
+        gaps = [hours(a, b) for a, b in zip(times, times[1:])]
+        f["first_activity"] = times[0] if times else None
+        f["last_activity"] = times[-1] if times else None
+        f["activity_duration_hours"] = hours(times[0], times[-1]) if times else None
+        f["days_active"] = len({r["day_of_week"] for r in rows})
+        f["most_active_day"] = _most_frequent([r["day_of_week"] for r in rows])
+        f["hours_active"] = len({r["hour_of_day"] for r in rows})
+        f["most_active_hour"] = _most_frequent([r["hour_of_day"] for r in rows])
+        whole_days = math.floor(f["activity_duration_hours"] / 24) if times else 0
+        f["activity_frequency"] = len(rows) / max(1, whole_days)
+        f["avg_hours_between"] = _mean(gaps)
+        f["min_hours_between"] = min(gaps, default=None)
+        f["max_hours_between"] = max(gaps, default=None)
+        f["std_hours_between"] = _pstd(gaps)
+        f["bursty_session_ratio"] = sum(g < 0.5 for g in gaps) / len(gaps) if gaps else None
+        f["days_since_last_activity"] = hours(times[-1], day_start) / 24 if times else None
+        f["is_recent_active"] = bool(times) and f["days_since_last_activity"] <= 1
+        for d in range(7):
+            f[f"day_{d}_ratio"] = sum(r["day_of_week"] == d for r in rows) / len(rows) if rows else None
+        for part, (lo, hi) in {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24), "night": (0, 6)}.items():
+            f[f"{part}_ratio"] = sum(lo <= r["hour_of_day"] < hi for r in rows) / len(rows) if rows else None
+
+        items = list(history) + [c["news_id"] for r in rows for c in r["impressions"] if c["clicked"]]
+        known = [categories[i] for i in items if i in categories]
+        f["total_content_interactions"] = len(items)
+        cats = [c for c, _ in known]
+        if cats:
+            counts = {c: cats.count(c) for c in set(cats)}
+            f["category_diversity"] = -sum(n / len(cats) * math.log2(n / len(cats)) for n in counts.values())
+        else:
+            f["category_diversity"] = None
+        f["top_category"] = _most_frequent(cats)
+        f["top_subcategory"] = _most_frequent([s for _, s in known])
+        for c in VOCABULARY:
+            f[f"category_ratio_{c}"] = cats.count(c) / len(cats) if cats else None
+        f["category_ratio_other"] = sum(c not in VOCABULARY for c in cats) / len(cats) if cats else None
+
+        for n in (7, 14, 30):
+            recent = [r for r in labelled if (day - r["date"]).days <= min(n, lookback)]
+            shown = sum(r["impressions_count"] for r in recent)
+            f[f"ctr_{n}d"] = sum(r["click_count"] for r in recent) / shown if shown else 0.0
+        dates = sorted({r["date"] for r in rows})
+        day_gaps = [(b - a).days for a, b in zip(dates, dates[1:])]
+        f["engagement_consistency"] = 1 / (1 + _pstd(day_gaps)) if day_gaps else None
+        weights = [0.85 ** (day - r["date"]).days for r in labelled]
+        shown = sum(w * r["impressions_count"] for w, r in zip(weights, labelled))
+        f["recency_weighted_ctr"] = sum(w * r["click_count"] for w, r in zip(weights, labelled)) / shown if shown else 0.0
+        out[user] = f
     return out

@@ -7,36 +7,17 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from news_ai_assets.assets.bronze import bronze_behaviors, bronze_news
-from news_ai_assets.assets.features import interactions
 from news_ai_assets.mind.reader import discover_splits
-from news_ai_assets.storage import connect
-from news_ai_assets_tests import reference
+from news_ai_assets_tests import pipeline, reference
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.conftest import pipeline_resources
+from news_ai_assets_tests.pipeline import read_table
 
-ASSETS = [bronze_behaviors, bronze_news, interactions]
+BRONZE = ["bronze/behaviors", "bronze/news", "features/interactions"]
 TABLES = ["bronze.behaviors", "bronze.news", "features.interactions"]
 
 
-def materialize(database: Path, mind_dir: Path, partition: str | None = None, last: str | None = None):
-    """One partition, or first..last (inclusive) as one run, as a backfill would launch it."""
-    tags = (
-        {"dagster/asset_partition_range_start": partition, "dagster/asset_partition_range_end": last}
-        if last
-        else {}
-    )
-    result = dg.materialize(
-        ASSETS, resources=pipeline_resources(database, mind_dir),
-        partition_key=None if last else partition, tags=tags,
-    )
-    assert result.success
-    return result
-
-
-def read_table(database: Path, table: str) -> pl.DataFrame:
-    with connect(database, read_only=True) as conn:
-        return conn.sql(f"SELECT * FROM {table}").pl()
+def materialize(database: Path, mind_dir: Path, partition: str, last: str | None = None):
+    return pipeline.materialize(database, mind_dir, partition, last, selection=BRONZE)
 
 
 def test_one_partition_matches_the_reference(tmp_path, tiny_mind):

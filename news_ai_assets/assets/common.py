@@ -51,3 +51,15 @@ def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
 def partition_label(context: dg.AssetExecutionContext) -> str:
     window = context.partition_time_window
     return f"{window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d} (end exclusive)"
+
+
+def require_materialized(context: dg.AssetExecutionContext, input_name: str, asset_key: dg.AssetKey) -> None:
+    """Fails when a partition an input needs was never materialised: a short window gives wrong features."""
+    wanted = set(context.asset_partition_keys_for_input(input_name))
+    missing = sorted(wanted - context.instance.get_materialized_partitions(asset_key))
+    if missing:
+        raise dg.Failure(
+            f"{asset_key.to_user_string()} is not materialised for {', '.join(missing)}, which "
+            f"{context.asset_key.to_user_string()} needs. Materialise those partitions first, "
+            "or run the range as one backfill."
+        )

@@ -1,0 +1,42 @@
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
+from news_ai_assets.settings import SETTINGS
+from news_ai_assets_tests import reference
+from news_ai_assets_tests.compare import assert_rows_match
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+USER_GRAPH = ["bronze/behaviors", "bronze/news", "features/user_features"]
+
+
+def test_range_run_equals_day_by_day_runs_and_the_reference(tmp_path, tiny_mind):
+    by_range, by_day = tmp_path / "range.duckdb", tmp_path / "days.duckdb"
+    result = materialize(by_range, tiny_mind, "2019-11-09", "2019-11-22", selection=USER_GRAPH)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in range(9, 23):
+        materialize(by_day, tiny_mind, f"2019-11-{day:02d}", selection=USER_GRAPH, instance=instance)
+    ranged = read_table(by_range, "features.user_features")
+    assert ranged.columns == USER_FEATURE_COLUMNS
+    assert ranged.sort("date", "user_id").equals(read_table(by_day, "features.user_features").sort("date", "user_id"))
+
+    behaviors = read_table(by_range, "bronze.behaviors")
+    news = read_table(by_range, "bronze.news").unique("news_id")
+    categories = {r["news_id"]: (r["category"], r["subcategory"]) for r in news.iter_rows(named=True)}
+    for day in [dt.date(2019, 11, 12), dt.date(2019, 11, 20)]:
+        expected = reference.user_features(behaviors.to_dicts(), categories, day, SETTINGS.lookback_days)
+        assert_rows_match(ranged.filter(pl.col("date") == day), list(expected.values()), key=["user_id"])
+
+    metadata = result.asset_materializations_for_node("features__user_features")[0].metadata
+    assert metadata["users"].value == ranged.height and metadata["feature_count"].value == len(USER_FEATURE_COLUMNS) - 2
+    assert {"nulls_engagement", "nulls_temporal", "nulls_content", "nulls_engagement_pattern"} <= set(metadata)
+
+
+def test_a_missing_window_partition_fails_loudly(tmp_path, tiny_mind):
+    result = materialize(tmp_path / "x.duckdb", tiny_mind, "2019-11-12", selection=USER_GRAPH, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("features__user_features").error.message
+    assert "bronze/behaviors is not materialised for 2019-11-09, 2019-11-10, 2019-11-11" in failure
