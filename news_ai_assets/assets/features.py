@@ -1,14 +1,19 @@
 """Feature layer: per-day feature tables derived from bronze."""
 
 import datetime as dt
+import time
 
 import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.common import PARTITIONED_TABLE, partition_label, preview, require_materialized, timed
+from news_ai_assets.compute.embeddings import article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors
 from news_ai_assets.compute.interactions import interactions_from_behaviors
+from news_ai_assets.compute.news_features import news_features as compute_news_features
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS, null_counts_by_family, user_features_for_day
+from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
+from news_ai_assets.storage import DuckDBDatabase
 
 BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
 NEWS = dg.AssetKey(["bronze", "news"])
@@ -85,3 +90,77 @@ def user_features(
         }
     )
     return features
+
+
+@dg.asset(
+    key=["features", "news_features"],
+    group_name="features",
+    kinds={"duckdb", "polars"},
+    ins={"news": dg.AssetIn(NEWS)},
+    **PARTITIONED_TABLE,
+)
+def news_features(context: dg.AssetExecutionContext, news: pl.DataFrame) -> pl.DataFrame:
+    """Category, text statistics and entity counts per article of bronze/news[D]."""
+    with timed(context, "compute") as timing:
+        features = compute_news_features(news)
+    context.add_output_metadata(
+        {"partitions": partition_label(context), "articles": features.height, **timing, "preview": preview(features)}
+    )
+    return features
+
+
+@dg.asset(
+    key=["features", "text_embeddings"],
+    group_name="features",
+    kinds={"duckdb", "pytorch"},
+    ins={"news": dg.AssetIn(NEWS, metadata={"columns": ["date", "news_id", "title", "abstract"]})},
+    **PARTITIONED_TABLE,
+)
+def text_embeddings(
+    context: dg.AssetExecutionContext,
+    news: pl.DataFrame,
+    embedding_model: EmbeddingModel,
+    duckdb_database: DuckDBDatabase,
+) -> pl.DataFrame:
+    """One L2-normalised vector per article of bronze/news[D]; only texts never embedded before are encoded."""
+    texts = article_texts(news, embedding_model.text_fields)
+    key = embedding_model.spec.cache_key
+    hashes = texts.get_column("text_hash")
+    with duckdb_database.connect() as conn:
+        ensure_cache(conn)
+        known = cached_vectors(conn, key, hashes)
+        todo = texts.unique("text_hash", keep="first").join(known, on="text_hash", how="anti").sort("text_hash")
+        context.log.info(f"{hashes.n_unique()} distinct texts: {known.height} cached, {todo.height} to embed")
+        encoder, seconds = None, 0.0
+        if todo.height:
+            encoder = embedding_model.encoder(context.log)
+            started = time.perf_counter()
+
+            def progress(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                context.log.info(f"embedded {done}/{total} texts ({rate:.0f} texts/s)")
+
+            todo_hashes = todo.get_column("text_hash").to_list()
+            chunk = embedding_model.batch_size * 8
+            for i, vectors in enumerate(
+                encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress, chunk)
+            ):
+                store_vectors(conn, key, todo_hashes[i * chunk : i * chunk + len(vectors)], vectors)
+            seconds = time.perf_counter() - started
+        vectors = cached_vectors(conn, key, hashes)
+    dimension = len(vectors.get_column("embedding")[0]) if vectors.height else 384
+    result = with_vectors(texts, vectors, dimension)
+    context.add_output_metadata(
+        {
+            "partitions": partition_label(context),
+            "articles": result.height,
+            "distinct_texts": hashes.n_unique(),
+            "cache_hits": hashes.n_unique() - todo.height,
+            "newly_embedded": todo.height,
+            "texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
+            "device": encoder.device if encoder else "not loaded (all cached)",
+            "model": key,
+            "preview": preview(result.with_columns(pl.col("embedding").arr.head(4).cast(pl.List(pl.Float32)))),
+        }
+    )
+    return result
