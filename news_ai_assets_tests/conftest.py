@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from news_ai_assets.mind import sample
-from news_ai_assets.resources import MindSource
+from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
 
 REAL_SUBSET = Path(os.environ.get("NEWS_AI_REAL_SUBSET", Path(__file__).resolve().parents[2] / "shared" / "mind_real_subset"))
@@ -31,4 +31,5 @@ def pipeline_resources(database: Path, mind_dir: Path) -> dict:
         "io_manager": DuckDBPolarsIOManager(database=str(database)),
         "duckdb_database": DuckDBDatabase(database=str(database)),
         "mind": MindSource(mind_dir=str(mind_dir), sample_dir=str(database.parent / "unused_sample")),
+        "embedding_model": EmbeddingModel(device="cpu"),
     }

