@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from news_ai_assets.assets import bronze, features
+from news_ai_assets.assets import bronze, features, silver
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
 
-all_assets = dg.load_assets_from_modules([bronze, features])
+all_assets = dg.load_assets_from_modules([bronze, features, silver])
+all_checks = [*features.feature_checks, *silver.silver_checks]
 
 mind_features_job = dg.define_asset_job(
     "mind_features_job",
@@ -21,6 +22,7 @@ daily_schedule = dg.build_schedule_from_partitioned_job(mind_features_job, hour_
 
 defs = dg.Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     jobs=[mind_features_job],
     schedules=[daily_schedule],
     resources={

@@ -21,6 +21,7 @@ class Settings:
     embedding_backend: str
     embedding_precision: str
     lookback_days: int
+    max_missing_cross_share: float
 
     @property
     def sample_dir(self) -> Path:
@@ -44,6 +45,11 @@ def load_settings() -> Settings:
     lookback = os.environ.get("NEWS_AI_LOOKBACK_DAYS", "7")
     if not lookback.isdigit() or int(lookback) < 1:
         raise ValueError(f"NEWS_AI_LOOKBACK_DAYS={lookback!r} must be a positive whole number of days")
+    max_missing = os.environ.get("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.05")
+    try:
+        max_missing_share = float(max_missing)
+    except ValueError as err:
+        raise ValueError(f"NEWS_AI_MAX_MISSING_CROSS_SHARE={max_missing!r} must be a number in [0, 1]") from err
     return Settings(
         mind_dir=Path(mind_dir).expanduser().resolve() if mind_dir else None,
         duckdb_path=Path(os.environ.get("NEWS_AI_DUCKDB_PATH", "data/news_ai.duckdb")).expanduser().resolve(),
@@ -53,6 +59,7 @@ def load_settings() -> Settings:
         embedding_backend=os.environ.get("NEWS_AI_EMBEDDING_BACKEND", "torch"),
         embedding_precision=os.environ.get("NEWS_AI_EMBEDDING_PRECISION", "fp32"),
         lookback_days=int(lookback),
+        max_missing_cross_share=max_missing_share,
     )
 
 

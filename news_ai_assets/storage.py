@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import polars as pl
+import pyarrow as pa
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
@@ -82,30 +83,43 @@ def _fit_table_to(conn, table: str, incoming: str) -> list[str]:
     return added
 
 
-def replace_rows(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame, where: str, params: Sequence
-) -> list[str]:
-    """Replaces the rows matching `where` with `frame`, in one transaction; returns added columns.
+Rows = pl.DataFrame | pa.RecordBatchReader
 
-    The table is created from the frame's schema when absent (also for an empty frame),
-    so downstream loads of an empty partition see an empty table, not a missing one.
+
+def replace_rows(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: Rows, where: str, params: Sequence
+) -> tuple[list[str], int]:
+    """Replaces the rows matching `where` with `rows`, in one transaction.
+
+    `rows` is a frame, or a stream of record batches that is inserted as it is produced (a
+    partition bigger than memory). The table is created from the rows' schema when absent
+    (also when there are none), so an empty partition is an empty table, not a missing one.
+    Returns the columns added to the table and the number of rows written.
     """
     qualified = f"{quote(schema)}.{quote(table)}"
-    conn.register("incoming_rows", frame.to_arrow())
+    incoming = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
+    conn.register("incoming_schema", pa.Table.from_batches([], incoming.schema))
+    conn.register("incoming_rows", incoming)
     conn.begin()
     try:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming_rows LIMIT 0")
-        added = _fit_table_to(conn, qualified, "incoming_rows")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming_schema")
+        added = _fit_table_to(conn, qualified, "incoming_schema")
         conn.execute(f"DELETE FROM {qualified} WHERE {where}", list(params))
         conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_rows")
+        written = conn.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", list(params)).fetchall()[0][0]
         conn.commit()
-        return added
+        return added, written
     except BaseException:
         conn.rollback()
         raise
     finally:
         conn.unregister("incoming_rows")
+        conn.unregister("incoming_schema")
+
+
+def obj_schema(rows: Rows) -> pa.Schema:
+    return rows.to_arrow().schema if isinstance(rows, pl.DataFrame) else rows.schema
 
 
 def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
@@ -122,21 +136,21 @@ def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
     return " AND ".join(clauses) or "true", params
 
 
-class PolarsPartitionHandler(DbTypeHandler[pl.DataFrame]):
-    """Stores Polars frames; loads a partition range as one frame, in stored order."""
+class PolarsPartitionHandler(DbTypeHandler[Rows]):
+    """Stores Polars frames or record-batch streams; loads a partition range as one frame, in stored order."""
 
     def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection
+        self, context: dg.OutputContext, table_slice: TableSlice, obj: Rows, connection
     ) -> Mapping[str, object]:
         where, params = _slice_filter(table_slice)
-        added = replace_rows(connection, table_slice.schema, table_slice.table, obj, where, params)
+        added, written = replace_rows(connection, table_slice.schema, table_slice.table, obj, where, params)
         if added:
             context.log.warning(f"Added columns {added} to {table_slice.schema}.{table_slice.table}; "
                                 "partitions written earlier hold NULL there until re-materialised.")
         return {
-            "dagster/row_count": obj.height,
+            "dagster/row_count": written,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, str(dtype)) for name, dtype in obj.schema.items()]
+                columns=[dg.TableColumn(field.name, str(field.type)) for field in obj_schema(obj)]
             ),
             "migrated_columns": ", ".join(added) or "none",
         }
@@ -155,7 +169,7 @@ class PolarsPartitionHandler(DbTypeHandler[pl.DataFrame]):
 
     @property
     def supported_types(self) -> Sequence[type]:
-        return [pl.DataFrame]
+        return [pl.DataFrame, pa.RecordBatchReader]
 
 
 class _AtomicDuckDbClient(DuckDbClient):

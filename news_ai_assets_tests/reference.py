@@ -230,3 +230,57 @@ def news_features(row: dict) -> dict:
     out["abstract_entity_count"] = len(row["abstract_entities"])
     out["total_entity_count"] = len(row["title_entities"]) + len(row["abstract_entities"])
     return out
+
+
+def silver_rows(
+    interactions: list[dict], user_features: dict, news_features: dict, embeddings: dict,
+    behavior_rows: list[dict], categories: dict[str, tuple[str, str]], day: dt.date, lookback: int,
+) -> list[dict]:
+    """Silver rows of `day`, one candidate at a time, from the definitions in compute/silver.py.
+
+    user_features: user_id -> row; news_features: news_id -> row; embeddings: news_id -> vector.
+    """
+    start = day - dt.timedelta(days=lookback)
+    window = [r for r in behavior_rows if start <= r["date"] < day]
+    today = sorted((r for r in behavior_rows if r["date"] == day),
+                   key=lambda r: (r["user_id"], r["time"], r["split"], r["impression_id"]))
+    histories = {}
+    for r in today:
+        histories.setdefault(r["user_id"], r["history"])
+    labelled_shows = sum(r["impressions_count"] for r in window if r["click_count"] is not None)
+    prior = sum(r["click_count"] for r in window if r["click_count"] is not None) / labelled_shows if labelled_shows else 0.0
+
+    out = []
+    for row in interactions:
+        user, news = row["user_id"], row["news_id"]
+        items = list(histories[user]) + [c["news_id"] for r in window if r["user_id"] == user
+                                         for c in r["impressions"] if c["clicked"]]
+        known = [categories[i] for i in items if i in categories]
+        cat = news_features.get(news, {}).get("category")
+        sub = news_features.get(news, {}).get("subcategory")
+        history_vectors = [embeddings[i] for i in histories[user] if i in embeddings]
+        similarity = None
+        if history_vectors and news in embeddings:
+            mean = [sum(v[k] for v in history_vectors) / len(history_vectors) for k in range(len(history_vectors[0]))]
+            norm = math.sqrt(sum(x * x for x in mean))
+            if norm > 0:
+                similarity = max(-1.0, min(1.0, sum(a * b for a, b in zip(mean, embeddings[news])) / norm))
+        shows = [(r, c) for r in window for c in r["impressions"] if c["news_id"] == news]
+        labelled = [(r, c) for r, c in shows if r["click_count"] is not None]
+        clicks = sum(1 for _, c in labelled if c["clicked"])
+        first_shown = min(r["time"] for r in window + today for c in r["impressions"] if c["news_id"] == news)
+        out.append(
+            {
+                **row,
+                **{k: v for k, v in user_features[user].items() if k not in ("date", "user_id")},
+                **{k: v for k, v in news_features.get(news, {}).items() if k not in ("date", "news_id")},
+                "user_category_ratio": sum(c == cat for c, _ in known) / len(known) if known and cat is not None else None,
+                "user_subcategory_ratio": sum(s == sub for _, s in known) / len(known) if known and cat is not None else None,
+                "history_similarity": similarity,
+                "candidate_impressions": len(shows),
+                "candidate_clicks": clicks,
+                "candidate_ctr": (clicks + 20 * prior) / (len(labelled) + 20),
+                "article_age_days": (row["time"] - first_shown).total_seconds() / 86400,
+            }
+        )
+    return out

@@ -13,7 +13,10 @@ DAY = "date = ?"
 
 
 def _frame(day: dt.date, values: list[int]) -> pl.DataFrame:
-    return pl.DataFrame({"date": [day] * len(values), "value": values, "label": [f"v{v}" for v in values]})
+    return pl.DataFrame(
+        {"date": [day] * len(values), "value": values, "label": [f"v{v}" for v in values]},
+        schema={"date": pl.Date, "value": pl.Int64, "label": pl.String},
+    )
 
 
 def _stored(database) -> pl.DataFrame:
@@ -70,8 +73,8 @@ def test_new_columns_migrate_and_incompatible_ones_stop_before_deleting(tmp_path
     db = tmp_path / "x.duckdb"
     with connect(db) as conn:
         replace_rows(conn, "layer", "t", _frame(D1, [1]), DAY, [D1])
-        added = replace_rows(conn, "layer", "t", _frame(D2, [2]).with_columns(extra=pl.lit(1.5)), DAY, [D2])
-        assert added == ["extra"]
+        added, written = replace_rows(conn, "layer", "t", _frame(D2, [2]).with_columns(extra=pl.lit(1.5)), DAY, [D2])
+        assert added == ["extra"] and written == 1
         with pytest.raises(SchemaMismatchError, match="type changed: value"):
             replace_rows(conn, "layer", "t", _frame(D1, [3]).with_columns(pl.col("value").cast(pl.String)), DAY, [D1])
         with pytest.raises(SchemaMismatchError, match="missing from the new rows: label"):
@@ -84,7 +87,7 @@ def test_an_empty_partition_creates_the_table(tmp_path):
     with connect(db) as conn:
         replace_rows(conn, "layer", "t", _frame(D1, []), DAY, [D1])
     stored = _stored(db)
-    assert stored.height == 0 and stored.columns == ["date", "value", "label"]
+    assert stored.height == 0 and stored.schema == {"date": pl.Date, "value": pl.Int64, "label": pl.String}
 
 
 def test_feature_types_round_trip(tmp_path):
@@ -119,3 +122,28 @@ def test_a_locked_file_fails_fast_naming_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_stream_of_batches_is_written_in_one_transaction(tmp_path):
+    import pyarrow as pa
+
+    db = tmp_path / "x.duckdb"
+    schema = _frame(D1, []).to_arrow().schema
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [7]), DAY, [D1])
+
+        def batches(fail: bool):
+            for start in (1, 3):
+                yield _frame(D1, [start, start + 1]).to_arrow().to_batches()[0].cast(schema)
+            if fail:
+                raise RuntimeError("producer failed half-way")
+
+        with pytest.raises(Exception, match="producer failed half-way"):
+            replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches(True)), DAY, [D1])
+        assert _stored_in(conn).get_column("value").to_list() == [7]
+        _, written = replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches(False)), DAY, [D1])
+    assert written == 4 and _stored(db).get_column("value").to_list() == [1, 2, 3, 4]
+
+
+def _stored_in(conn) -> pl.DataFrame:
+    return conn.sql("SELECT * FROM layer.t ORDER BY date, value").pl()

@@ -1,13 +1,21 @@
 """What every asset in the graph shares: partitions, the DuckDB pool, and the metadata the UI shows."""
 
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from news_ai_assets.settings import daily_partitions
+from news_ai_assets.storage import DuckDBDatabase, quote
+
+# Two features we rely on knowingly: partitioned asset checks and lookback windows that start
+# before the first partition.
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", message=".*allow_nonexistent_upstream_partitions.*", category=dg.BetaWarning)
 
 DUCKDB_POOL = "duckdb"  # limit 1 in dagster.yaml: one writer per DuckDB file
 
@@ -63,3 +71,59 @@ def require_materialized(context: dg.AssetExecutionContext, input_name: str, ass
             f"{context.asset_key.to_user_string()} needs. Materialise those partitions first, "
             "or run the range as one backfill."
         )
+
+
+def sql_check(
+    asset: dg.AssetKey, name: str, description: str, query: str | Callable[[duckdb.DuckDBPyConnection], str],
+    blocking: bool = True,
+) -> dg.AssetChecksDefinition:
+    """An asset check that runs `query` over the checked partitions of the stored table.
+
+    The query sees $start and $end (the partitions' time window) and returns one row: a boolean
+    `passed` and any other columns, which become the check's metadata. Reading the stored table
+    checks what downstream assets will read, not what the asset meant to write.
+    """
+
+    @dg.asset_check(
+        asset=asset, name=name, description=description, blocking=blocking, partitions_def=daily_partitions
+    )
+    def check(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase) -> dg.AssetCheckResult:
+        window = context.partition_time_window
+        with duckdb_database.connect() as conn:
+            sql = query(conn) if callable(query) else query
+            result = conn.sql(sql, params={"start": window.start.date(), "end": window.end.date()}).pl()
+        row = result.row(0, named=True)
+        metadata = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in row.items() if k != "passed"}
+        return dg.AssetCheckResult(passed=bool(row["passed"]), metadata=metadata)
+
+    return check
+
+
+def in_partitions(table: str) -> str:
+    """The rows of `table` in the checked partitions."""
+    return f"(SELECT * FROM {table} WHERE date >= $start AND date < $end)"
+
+
+def non_finite_rows(table: str) -> Callable[[duckdb.DuckDBPyConnection], str]:
+    """A check query counting rows with NaN or infinite values in any float column of `table`."""
+    schema, name = table.split(".")
+
+    def query(conn: duckdb.DuckDBPyConnection) -> str:
+        floats = [
+            column for column, type_ in conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [schema, name],
+            ).fetchall()
+            if type_ in ("FLOAT", "DOUBLE")
+        ]
+        bad = " OR ".join(f"NOT isfinite({quote(c)})" for c in floats) or "false"
+        return f"SELECT count(*) FILTER (WHERE {bad}) = 0 AS passed, count(*) FILTER (WHERE {bad}) AS non_finite_rows FROM {in_partitions(table)}"
+
+    return query
+
+
+def unique_rows(table: str, key: str) -> str:
+    return (
+        f"SELECT count(*) = count(DISTINCT ({key})) AS passed, count(*) - count(DISTINCT ({key})) AS duplicate_rows "
+        f"FROM {in_partitions(table)}"
+    )

@@ -6,7 +6,10 @@ import time
 import dagster as dg
 import polars as pl
 
-from news_ai_assets.assets.common import PARTITIONED_TABLE, partition_label, preview, require_materialized, timed
+from news_ai_assets.assets.common import (
+    PARTITIONED_TABLE, in_partitions, non_finite_rows, partition_label, preview, require_materialized, sql_check,
+    timed, unique_rows,
+)
 from news_ai_assets.compute.embeddings import article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors
 from news_ai_assets.compute.interactions import interactions_from_behaviors
 from news_ai_assets.compute.news_features import news_features as compute_news_features
@@ -164,3 +167,23 @@ def text_embeddings(
         }
     )
     return result
+
+
+feature_checks = [
+    sql_check(dg.AssetKey(["features", "interactions"]), "unique_candidates", "No (impression, candidate) twice.",
+              unique_rows("features.interactions", "split, impression_id, news_id")),
+    sql_check(dg.AssetKey(["features", "user_features"]), "one_row_per_user", "One row per user and day.",
+              unique_rows("features.user_features", "date, user_id")),
+    sql_check(dg.AssetKey(["features", "user_features"]), "features_finite", "No NaN or infinite feature.",
+              non_finite_rows("features.user_features")),
+    sql_check(dg.AssetKey(["features", "news_features"]), "features_finite", "No NaN or infinite feature.",
+              non_finite_rows("features.news_features")),
+    sql_check(
+        dg.AssetKey(["features", "text_embeddings"]), "unit_vectors", "Every vector is L2-normalised and finite.",
+        f"""SELECT count(*) FILTER (WHERE NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4) = 0
+                   AS passed,
+                   count(*) FILTER (WHERE NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4)
+                   AS bad_vectors
+            FROM {in_partitions("features.text_embeddings")}""",
+    ),
+]

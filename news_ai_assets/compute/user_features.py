@@ -117,8 +117,24 @@ def _most_frequent(frame: pl.DataFrame, by: str, column: str, name: str) -> pl.D
     )
 
 
-def _content(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> pl.DataFrame:
-    """Category preferences over the history list plus the articles clicked in the window."""
+def lookback_window(behaviors: pl.DataFrame, day: dt.date, lookback_days: int) -> pl.DataFrame:
+    return behaviors.filter(pl.col("date").is_between(day - dt.timedelta(days=lookback_days), day, closed="left"))
+
+
+def active_users(behaviors: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """user_id, history of every user active on `day`; the history of their first impression that day."""
+    return (
+        behaviors.filter(pl.col("date") == day)
+        .select("user_id", "time", "split", "impression_id", "history")
+        .sort("user_id", "time", "split", "impression_id")
+        .group_by("user_id", maintain_order=True)
+        .first()
+        .select("user_id", "history")
+    )
+
+
+def content_items(users: pl.DataFrame, window: pl.DataFrame) -> pl.DataFrame:
+    """user_id, news_id: each user's history list plus the articles they clicked in the window."""
     clicked = window.select(
         "user_id",
         pl.col("impressions")
@@ -126,7 +142,12 @@ def _content(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> p
         .alias("news_id"),
     )
     items = pl.concat([users.select("user_id", pl.col("history").alias("news_id")), clicked]).explode("news_id")
-    items = items.drop_nulls("news_id").join(users.select("user_id"), on="user_id", how="semi")
+    return items.drop_nulls("news_id").join(users.select("user_id"), on="user_id", how="semi")
+
+
+def _content(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> pl.DataFrame:
+    """Category preferences over the history list plus the articles clicked in the window."""
+    items = content_items(users, window)
     total = items.group_by("user_id").agg(pl.len().alias("total_content_interactions"))
     known = items.join(news.select("news_id", "category", "subcategory"), on="news_id", how="inner")
     counts = known.group_by("user_id", "category").len()
@@ -191,16 +212,8 @@ def user_features_for_day(behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.d
       time, split, impression_id and history are read.
     news: news_id, category, subcategory of the articles those reference (one row per id).
     """
-    window = behaviors.filter(pl.col("date").is_between(day - dt.timedelta(days=lookback_days), day, closed="left"))
-    users = (
-        behaviors.filter(pl.col("date") == day)
-        .select("user_id", "time", "split", "impression_id", "history")
-        .sort("user_id", "time", "split", "impression_id")
-        .group_by("user_id", maintain_order=True)
-        .first()
-        .select("user_id", "history")
-    )
-    window = window.join(users.select("user_id"), on="user_id", how="semi")
+    users = active_users(behaviors, day)
+    window = lookback_window(behaviors, day, lookback_days).join(users.select("user_id"), on="user_id", how="semi")
     day_start = dt.datetime.combine(day, dt.time())
     features = (
         users.with_columns(pl.col("history").list.len().alias("history_length"))

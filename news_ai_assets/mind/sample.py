@@ -116,6 +116,7 @@ class _World:
     publish_day: np.ndarray  # days relative to FIRST_DAY; negative = before the log starts
     popularity: np.ndarray  # unnormalised Zipf weights
     user_activity: np.ndarray  # probability per user
+    favourite_category: np.ndarray  # per user: the category of their first history article, or -1
     history_offsets: np.ndarray  # per user, into history_items
     history_items: np.ndarray
 
@@ -159,13 +160,16 @@ def _build_world(scale: Scale, rng: np.random.Generator) -> _World:
     old = np.flatnonzero(publish_day < 0)
     owners, items = _distinct_draws(lengths, old, popularity[old], rng)
     lengths = np.bincount(owners, minlength=scale.users)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    first_item = items[np.minimum(offsets[:-1], max(len(items) - 1, 0))] if len(items) else np.zeros(scale.users, int)
     return _World(
         category=category,
         subcategory=subcategory,
         publish_day=publish_day,
         popularity=popularity,
         user_activity=activity / activity.sum(),
-        history_offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        favourite_category=np.where(lengths > 0, category[first_item], -1),
+        history_offsets=offsets,
         history_items=items,
     )
 
@@ -197,11 +201,12 @@ def _candidates(world: _World, day_index: int, n: int, rng: np.random.Generator)
     return _distinct_draws(wanted.astype(np.int64), fresh, np.sqrt(world.popularity[fresh]), rng)
 
 
-def _clicks(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """At least one click per impression, ~1.5 on average, never every candidate."""
+def _clicks(rows: np.ndarray, weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At least one click per impression, ~1.5 on average, never every candidate; candidates are
+    picked by weight (weighted sampling without replacement, Efraimidis-Spirakis keys)."""
     sizes = np.bincount(rows, minlength=n)
     wanted = np.minimum(1 + rng.poisson(0.5, size=n), np.maximum(sizes - 1, 1))
-    order = np.lexsort((rng.random(len(rows)), rows))
+    order = np.lexsort((np.log(rng.random(len(rows))) / -weights, rows))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rank = np.empty(len(rows), dtype=np.int64)
     rank[order] = np.arange(len(rows)) - np.repeat(starts, sizes)
@@ -224,7 +229,10 @@ def _behaviour_chunk(world, split, day, first_id, n, rng) -> tuple[pl.DataFrame,
     cand_rows, cand_items = _candidates(world, day_index, n, rng)
     cand_tokens = pl.select(_id_column("N", cand_items)).to_series()
     if split != "test":
-        labels = pl.Series(_clicks(cand_rows, n, rng)).cast(pl.String)
+        # Users click popular articles, and articles of their favourite category, more often.
+        favourite = world.category[cand_items] == world.favourite_category[users[cand_rows]]
+        weights = np.sqrt(world.popularity[cand_items]) * np.where(favourite, 4.0, 1.0)
+        labels = pl.Series(_clicks(cand_rows, weights, n, rng)).cast(pl.String)
         cand_tokens = pl.select(pl.concat_str([cand_tokens, pl.lit("-"), labels])).to_series()
 
     frame = pl.DataFrame(

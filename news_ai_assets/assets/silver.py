@@ -1,0 +1,116 @@
+"""Silver layer: the model-ready table, and the checks that gate it."""
+
+import datetime as dt
+import itertools
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+
+from news_ai_assets.assets.common import (
+    PARTITIONED_TABLE, in_partitions, non_finite_rows, partition_label, preview, require_materialized, sql_check,
+    unique_rows,
+)
+from news_ai_assets.assets.features import BEHAVIORS, NEWS, lookback
+from news_ai_assets.compute.silver import silver_for_day, silver_stream
+from news_ai_assets.settings import SETTINGS
+
+SILVER = dg.AssetKey(["silver", "training_examples"])
+INTERACTIONS = dg.AssetKey(["features", "interactions"])
+
+
+@dg.asset(
+    key=SILVER,
+    group_name="silver",
+    kinds={"duckdb", "polars"},
+    ins={
+        "interactions": dg.AssetIn(INTERACTIONS),
+        "user_features": dg.AssetIn(["features", "user_features"]),
+        "news_features": dg.AssetIn(["features", "news_features"]),
+        "text_embeddings": dg.AssetIn(["features", "text_embeddings"], metadata={"columns": ["date", "news_id", "embedding"]}),
+        "behaviors": dg.AssetIn(
+            BEHAVIORS, partition_mapping=lookback(0),
+            metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "history", "impressions", "click_count"]},
+        ),
+        "news": dg.AssetIn(NEWS, partition_mapping=lookback(0), metadata={"columns": ["news_id", "category", "subcategory"]}),
+    },
+    **PARTITIONED_TABLE,
+)
+def training_examples(
+    context: dg.AssetExecutionContext,
+    interactions: pl.DataFrame,
+    user_features: pl.DataFrame,
+    news_features: pl.DataFrame,
+    text_embeddings: pl.DataFrame,
+    behaviors: pl.DataFrame,
+    news: pl.DataFrame,
+) -> pa.RecordBatchReader:
+    """One row per candidate shown on D: label, user features as of D, news features, cross features.
+
+    Computed and written in chunks of impressions, so a MIND-large day stays within a few GiB.
+    """
+    require_materialized(context, "behaviors", BEHAVIORS)
+    require_materialized(context, "news", NEWS)
+    window = context.partition_time_window
+    days = [window.start.date() + dt.timedelta(days=i) for i in range((window.end - window.start).days)]
+    missing_news = interactions.join(news_features, on=["date", "news_id"], how="anti").height
+    missing_embedding = interactions.join(text_embeddings, on=["date", "news_id"], how="anti").height
+    if missing_news or missing_embedding:
+        context.log.warning(
+            f"{missing_news} candidate rows lack news features and {missing_embedding} lack an embedding "
+            "(articles absent from news.tsv); they keep NULL cross features"
+        )
+    chunks = itertools.chain.from_iterable(
+        silver_for_day(
+            interactions, user_features, news_features, text_embeddings, behaviors, news, day, SETTINGS.lookback_days
+        )
+        for day in days
+    )
+    first = next(chunks)
+    context.add_output_metadata(
+        {
+            "partitions": partition_label(context),
+            "candidate_rows": interactions.height,
+            "rows_missing_news_features": missing_news,
+            "rows_missing_embedding": missing_embedding,
+            "columns": first.width,
+            "preview": preview(first.select(first.columns[:14])),
+        }
+    )
+    return silver_stream(itertools.chain([first], chunks))
+
+
+SILVER_TABLE = "silver.training_examples"
+silver_checks = [
+    sql_check(
+        SILVER, "row_count_matches_interactions", "One silver row per candidate of features/interactions.",
+        f"""SELECT s.n = i.n AS passed, s.n AS silver_rows, i.n AS interaction_rows
+            FROM (SELECT count(*) AS n FROM {in_partitions(SILVER_TABLE)}) s,
+                 (SELECT count(*) AS n FROM {in_partitions("features.interactions")}) i""",
+    ),
+    sql_check(SILVER, "unique_candidates", "No (impression, candidate) twice.",
+              unique_rows(SILVER_TABLE, "split, impression_id, news_id")),
+    sql_check(
+        SILVER, "labels_match_split", "Labelled on train/dev days, NULL on unlabelled test days.",
+        f"""SELECT count(*) FILTER (WHERE (split = 'test') <> (clicked IS NULL)) = 0 AS passed,
+                   count(*) FILTER (WHERE split <> 'test' AND clicked IS NULL) AS unlabelled_train_dev_rows,
+                   count(*) FILTER (WHERE split = 'test' AND clicked IS NOT NULL) AS labelled_test_rows
+            FROM {in_partitions(SILVER_TABLE)}""",
+    ),
+    sql_check(
+        SILVER, "similarity_in_range", "history_similarity is a cosine: within [-1, 1].",
+        f"""SELECT count(*) FILTER (WHERE history_similarity NOT BETWEEN -1 AND 1) = 0 AS passed,
+                   min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity
+            FROM {in_partitions(SILVER_TABLE)}""",
+    ),
+    sql_check(SILVER, "features_finite", "No NaN or infinite feature.", non_finite_rows(SILVER_TABLE)),
+    sql_check(
+        SILVER, "missing_cross_features_share",
+        f"At most {SETTINGS.max_missing_cross_share:.0%} of rows lack a cross feature (NEWS_AI_MAX_MISSING_CROSS_SHARE).",
+        f"""SELECT coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0)
+                       <= {SETTINGS.max_missing_cross_share} AS passed,
+                   coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0) AS missing_share,
+                   {SETTINGS.max_missing_cross_share} AS bound
+            FROM {in_partitions(SILVER_TABLE)}""",
+    ),
+]

@@ -1,0 +1,186 @@
+"""Silver training examples: each candidate of a day's impressions with every feature a model reads.
+
+Rows are features/interactions[D] in (split, impression_id, position) order, with the user's
+features as of the start of D, the candidate's news features, and cross features. For a
+candidate c shown to user u on day D (W = lookback days):
+
+- user_category_ratio / user_subcategory_ratio: the share of u's content items (history list
+  plus articles clicked in D-W..D-1, as for user features) whose category / subcategory is c's.
+  0 when u has known items but none of c's kind; NULL when c is missing from news.tsv or u has
+  no item with a known category.
+- history_similarity: cosine between the mean embedding of u's history articles (those with an
+  embedding) and c's embedding; NULL when either is missing.
+- candidate_impressions, candidate_clicks: times c was shown, and clicked (labelled impressions
+  only), in D-W..D-1. candidate_ctr = (clicks + m * p) / (labelled shows + m): smoothed towards
+  p, the CTR of all labelled impressions in the window (0 if none), with m = 20.
+- article_age_days: days from the first time c was shown in D-W..D to this impression (>= 0;
+  the first showing is at or before this impression, so nothing later leaks in).
+
+Rows missing a source are counted and keep NULLs; no row is dropped. The computation runs in
+chunks of impressions, so a MIND-large day (~14 M rows) streams through bounded memory, and its
+floats are computed row by row in a fixed order: the same inputs give the same bytes.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import scipy.sparse
+
+from news_ai_assets.compute.user_features import active_users, content_items, lookback_window
+
+PRIOR_WEIGHT = 20
+ID_COLUMNS = ["date", "impression_id", "user_id", "news_id", "time", "position", "split", "clicked"]
+CROSS_COLUMNS = [
+    "user_category_ratio", "user_subcategory_ratio", "history_similarity",
+    "candidate_impressions", "candidate_clicks", "candidate_ctr", "article_age_days",
+]
+
+
+def _candidate_history(behaviors: pl.DataFrame, day: dt.date, lookback_days: int) -> tuple[pl.DataFrame, float]:
+    """Per article: shows, labelled shows and clicks in the window; first showing in window + D."""
+    per_day = []
+    for date in sorted(behaviors.filter(pl.col("date") <= day).get_column("date").unique()):
+        if date < day - dt.timedelta(days=lookback_days):
+            continue
+        in_window = date < day
+        shown = (
+            behaviors.filter(pl.col("date") == date)
+            .select("time", "impressions", pl.col("click_count").is_not_null().alias("labelled"))
+            .explode("impressions")
+            .unnest("impressions")
+        )
+        per_day.append(
+            shown.group_by("news_id").agg(
+                (pl.len() if in_window else pl.lit(0)).cast(pl.Int32).alias("shown"),
+                (pl.col("labelled").sum() if in_window else pl.lit(0)).cast(pl.Int32).alias("labelled"),
+                (pl.col("clicked").fill_null(False).sum() if in_window else pl.lit(0)).cast(pl.Int32).alias("clicks"),
+                pl.col("time").min().alias("first_shown"),
+            )
+        )
+    history = pl.concat(per_day).group_by("news_id").agg(
+        pl.col("shown", "labelled", "clicks").sum(), pl.col("first_shown").min()
+    )
+    labelled = history.get_column("labelled").sum()
+    prior = history.get_column("clicks").sum() / labelled if labelled else 0.0
+    return history, prior
+
+
+def _user_preferences(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
+    """(user, category) and (user, subcategory) shares of known content items, and known counts."""
+    known = content_items(users, window).join(news.select("news_id", "category", "subcategory"), on="news_id")
+    totals = known.group_by("user_id").agg(pl.len().alias("known_items"))
+    shares = [
+        known.group_by("user_id", kind).len()
+        .join(totals, on="user_id")
+        .select("user_id", kind, (pl.col("len") / pl.col("known_items")).alias(f"user_{kind}_ratio"))
+        for kind in ("category", "subcategory")
+    ]
+    return totals, *shares
+
+
+def _history_means(users: pl.DataFrame, index: pl.DataFrame, vectors: np.ndarray) -> np.ndarray:
+    """Row i: the mean embedding of user i's history articles that have one (zeros when none)."""
+    pairs = (
+        users.with_row_index("user_row")
+        .select("user_row", pl.col("history").alias("news_id"))
+        .explode("news_id")
+        .join(index, on="news_id", how="inner", maintain_order="left")
+    )
+    user_rows = pairs.get_column("user_row").to_numpy()
+    counts = np.bincount(user_rows, minlength=users.height)
+    weights = (1.0 / counts[user_rows]).astype(np.float32)
+    averaging = scipy.sparse.csr_matrix(
+        (weights, (user_rows, pairs.get_column("embedding_row").to_numpy())), shape=(users.height, len(vectors))
+    )
+    return np.asarray(averaging @ vectors, dtype=np.float32)
+
+
+def _similarity(user_rows: np.ndarray, embedding_rows: np.ndarray, means: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Cosine per row; NaN where a side is missing (made NULL by the caller)."""
+    out = np.full(len(user_rows), np.nan, dtype=np.float32)
+    valid = (user_rows >= 0) & (embedding_rows >= 0)
+    mean = means[user_rows[valid]]
+    norms = np.linalg.norm(mean, axis=1)
+    dots = (mean * vectors[embedding_rows[valid]]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, dots / norms, np.nan)
+    out[valid] = np.clip(cosine, -1.0, 1.0)
+    return out
+
+
+def silver_for_day(
+    interactions: pl.DataFrame, user_features: pl.DataFrame, news_features: pl.DataFrame,
+    embeddings: pl.DataFrame, behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.date,
+    lookback_days: int, chunk_rows: int = 500_000,
+) -> Iterator[pl.DataFrame]:
+    """Silver rows of `day` in chunks of about `chunk_rows`.
+
+    interactions, user_features, news_features, embeddings: those tables for `day`.
+    behaviors: bronze behaviors of days D-W .. D; news: news_id, category, subcategory of D-W .. D.
+    """
+    users = active_users(behaviors, day)
+    window = lookback_window(behaviors, day, lookback_days)
+    known_items, category_share, subcategory_share = _user_preferences(users, window, news.unique("news_id"))
+    candidates, prior = _candidate_history(behaviors, day, lookback_days)
+
+    day_embeddings = embeddings.filter(pl.col("date") == day).unique("news_id").sort("news_id")
+    vectors = day_embeddings.get_column("embedding").to_numpy().astype(np.float32, copy=False).reshape(
+        day_embeddings.height, -1
+    )
+    index = day_embeddings.select("news_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("embedding_row"))
+    means = _history_means(users, index, vectors)
+    user_index = users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
+
+    day_users = user_features.filter(pl.col("date") == day).drop("date")
+    day_news = news_features.filter(pl.col("date") == day).drop("date").unique("news_id")
+    rows = interactions.filter(pl.col("date") == day).sort("split", "impression_id", "position")
+    for start in range(0, max(rows.height, 1), chunk_rows):
+        chunk = (
+            rows.slice(start, chunk_rows)
+            .join(day_users, on="user_id", how="left", maintain_order="left")
+            .join(day_news, on="news_id", how="left", maintain_order="left")
+            .join(known_items, on="user_id", how="left", maintain_order="left")
+            .join(category_share, on=["user_id", "category"], how="left", maintain_order="left")
+            .join(subcategory_share, on=["user_id", "subcategory"], how="left", maintain_order="left")
+            .join(candidates, on="news_id", how="left", maintain_order="left")
+            .join(user_index, on="user_id", how="left", maintain_order="left")
+            .join(index, on="news_id", how="left", maintain_order="left")
+        )
+        similarity = _similarity(
+            chunk.get_column("user_row").fill_null(-1).to_numpy(),
+            chunk.get_column("embedding_row").fill_null(-1).to_numpy(), means, vectors,
+        )
+        has_preferences = (pl.col("known_items") > 0) & pl.col("category").is_not_null()
+        yield chunk.with_columns(
+            *[
+                pl.when(has_preferences).then(pl.col(c).fill_null(0.0)).cast(pl.Float32).alias(c)
+                for c in ("user_category_ratio", "user_subcategory_ratio")
+            ],
+            pl.Series("history_similarity", similarity).fill_nan(None),
+            pl.col("shown").fill_null(0).alias("candidate_impressions"),
+            pl.col("clicks").fill_null(0).alias("candidate_clicks"),
+            ((pl.col("clicks").fill_null(0) + PRIOR_WEIGHT * prior) / (pl.col("labelled").fill_null(0) + PRIOR_WEIGHT))
+            .cast(pl.Float32).alias("candidate_ctr"),
+            ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 86_400_000_000)
+            .cast(pl.Float32).alias("article_age_days"),
+        ).select(
+            *ID_COLUMNS,
+            *[c for c in day_users.columns if c != "user_id"],
+            *[c for c in day_news.columns if c != "news_id"],
+            *CROSS_COLUMNS,
+        )
+
+
+def silver_stream(chunks: Iterator[pl.DataFrame]) -> pa.RecordBatchReader:
+    """The chunks as one Arrow stream, for the IO manager to insert as they are computed."""
+    first = next(chunks).to_arrow()
+
+    def batches():
+        yield from first.to_batches()
+        for chunk in chunks:
+            yield from chunk.to_arrow().cast(first.schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())

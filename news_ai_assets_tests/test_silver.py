@@ -1,0 +1,92 @@
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from news_ai_assets.compute.silver import silver_for_day
+from news_ai_assets.settings import SETTINGS
+from news_ai_assets_tests import reference
+from news_ai_assets_tests.compare import assert_rows_match
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+FIRST, LAST = "2019-11-09", "2019-11-16"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_mind):
+    """The whole graph for the first eight days of the tiny sample, as one run."""
+    db = tmp_path_factory.mktemp("silver") / "s.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(db, tiny_mind, FIRST, LAST, instance=instance)
+    return db, result, instance
+
+
+def _tables(db) -> dict[str, pl.DataFrame]:
+    names = ["bronze.behaviors", "bronze.news", "features.interactions", "features.user_features",
+             "features.news_features", "features.text_embeddings", "silver.training_examples"]
+    return {name.split(".")[1]: read_table(db, name) for name in names}
+
+
+@pytest.mark.parametrize("day", [dt.date(2019, 11, 9), dt.date(2019, 11, 14), dt.date(2019, 11, 16)])
+def test_silver_rows_match_a_naive_reference_join(built, day):
+    t = _tables(built[0])
+    on_day = {name: frame.filter(pl.col("date") == day) for name, frame in t.items() if "date" in frame.columns}
+    news = t["news"].unique("news_id")
+    expected = reference.silver_rows(
+        on_day["interactions"].to_dicts(),
+        {r["user_id"]: r for r in on_day["user_features"].iter_rows(named=True)},
+        {r["news_id"]: r for r in on_day["news_features"].iter_rows(named=True)},
+        {r["news_id"]: list(r["embedding"]) for r in on_day["text_embeddings"].iter_rows(named=True)},
+        t["behaviors"].to_dicts(),
+        {r["news_id"]: (r["category"], r["subcategory"]) for r in news.iter_rows(named=True)},
+        day, SETTINGS.lookback_days,
+    )
+    silver = on_day["training_examples"]
+    assert_rows_match(silver, expected, key=["split", "impression_id", "news_id"], tol=1e-5)
+    order = silver.select("split", "impression_id", "position")
+    assert order.equals(order.sort("split", "impression_id", "position"))
+
+
+def test_all_checks_pass_and_metadata_is_attached(built):
+    _, result, _ = built
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 11 and all(e.passed for e in evaluations), [
+        (e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed
+    ]
+    metadata = result.asset_materializations_for_node("silver__training_examples")[0].metadata
+    silver = read_table(built[0], "silver.training_examples")
+    assert metadata["dagster/row_count"].value == metadata["candidate_rows"].value == silver.height
+
+
+def test_rematerializing_gives_byte_identical_rows(built, tiny_mind):
+    db, _, instance = built
+    before = read_table(db, "silver.training_examples")
+    materialize(db, tiny_mind, FIRST, LAST, selection=["silver/training_examples"], instance=instance)
+    after = read_table(db, "silver.training_examples")
+    assert after.equals(before)  # floats compared bit for bit, NULLs in place
+
+
+def test_chunk_size_does_not_change_a_byte(built):
+    t = _tables(built[0])
+    day = dt.date(2019, 11, 14)
+    args = [t[n] for n in ("interactions", "user_features", "news_features", "text_embeddings", "behaviors")]
+    news = t["news"].select("news_id", "category", "subcategory")
+    whole = pl.concat(silver_for_day(*args, news, day, SETTINGS.lookback_days))
+    pieces = pl.concat(silver_for_day(*args, news, day, SETTINGS.lookback_days, chunk_rows=7))
+    assert pieces.equals(whole) and whole.height == t["interactions"].filter(pl.col("date") == day).height
+
+
+def test_missing_articles_keep_their_rows_and_fail_the_share_check(tmp_path, real_mind):
+    """In the real subset most referenced articles are missing from news.tsv."""
+    result = materialize(tmp_path / "r.duckdb", real_mind, "2019-11-09", "2019-11-10", raise_on_error=False)
+    silver = read_table(tmp_path / "r.duckdb", "silver.training_examples")
+    interactions = read_table(tmp_path / "r.duckdb", "features.interactions")
+    assert silver.height == interactions.height > 0
+    assert silver.get_column("category").null_count() > silver.height / 2
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[0] == "silver"}
+    assert not checks["missing_cross_features_share"].passed
+    assert checks["missing_cross_features_share"].metadata["missing_share"].value > SETTINGS.max_missing_cross_share
+    assert all(e.passed for name, e in checks.items() if name != "missing_cross_features_share")
+    metadata = result.asset_materializations_for_node("silver__training_examples")[0].metadata
+    assert metadata["rows_missing_news_features"].value == silver.get_column("category").null_count()
