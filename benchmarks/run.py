@@ -33,10 +33,6 @@ FIRST, LAST = "2019-11-09", "2019-11-22"
 EMBEDDING_SELECTION = "bronze/behaviors,bronze/news,features/text_embeddings"
 
 
-def _rss_mib(max_rss: int) -> float:
-    return max_rss / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
-
-
 def measured(command: list[str], env: dict, log: Path) -> dict:
     """Runs a command as its own process; its wall time, CPU time and peak RSS (via wait4)."""
     with open(log, "ab") as out:
@@ -48,7 +44,7 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit code {code}; see {log}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mib": round(_rss_mib(usage.ru_maxrss), 1)}
+            "peak_rss_mib": round(usage.ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1), 1)}
 
 
 def materialize(select: str, partitions: list[str], env: dict, log: Path) -> dict:
@@ -171,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="openvino", help="embedding backend for the embedding run")
     parser.add_argument("--precision", default="bf16" if _native_bf16() else "fp32")
     parser.add_argument("--per-partition", action="store_true", help="also run the graph one day per process")
-    parser.add_argument("--baseline-users", type=int, default=300)
+    parser.add_argument("--baseline-users", type=int, default=800,
+                        help="users in the baseline sample (the per-row baseline grows with users x rows)")
     args = parser.parse_args(argv)
 
     out = args.results / args.scale

@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -180,8 +181,9 @@ class _OpenVinoRunner:
     sentence-transformers pipeline does them (only mean-pooling models qualify)."""
 
     def __init__(self, model, precision: str):
-        import openvino as ov
         import torch
+
+        ov = _openvino_without_telemetry()
 
         pooling = model[1].get_config_dict().get("pooling_mode") if len(model) > 1 else None
         if pooling != "mean":
@@ -209,6 +211,15 @@ class _OpenVinoRunner:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
         return out
+
+
+def _openvino_without_telemetry():
+    """OpenVINO, minus its usage telemetry, which writes an id under ~/intel on import and sends
+    events where it can: with `openvino_telemetry` unimportable, OpenVINO uses its own no-op stub."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
 
 
 @contextlib.contextmanager

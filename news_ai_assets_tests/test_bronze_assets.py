@@ -1,5 +1,6 @@
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,8 +78,6 @@ def test_real_rows_count_missing_articles(tmp_path, real_mind):
 
 
 def test_rejects_are_stored_and_replaced_per_file(tmp_path, tiny_mind):
-    import shutil
-
     mind = tmp_path / "mind"
     shutil.copytree(tiny_mind, mind)
     with open(mind / "MINDsample_train" / "behaviors.tsv", "ab") as handle:
@@ -102,14 +101,24 @@ def test_definitions_load():
     assert job.partitions_def.get_partition_keys()[-1] == "2019-11-22"
 
 
-def test_cli_materializes_one_partition(tmp_path, tiny_mind):
-    env = {**os.environ, "NEWS_AI_DUCKDB_PATH": str(tmp_path / "cli.duckdb"), "NEWS_AI_MIND_DIR": str(tiny_mind)}
-    env.pop("DAGSTER_HOME", None)
+def test_cli_materializes_one_partition_and_writes_nowhere_else(tmp_path, tiny_mind):
+    """The CLI path users run; with an empty HOME, to show nothing (model caches, Dagster, OpenVINO)
+    writes outside the DuckDB file's folder."""
+    home, work, dagster_home = tmp_path / "home", tmp_path / "work", tmp_path / "dagster_home"
+    for folder in (home, work, dagster_home):
+        folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", dagster_home)  # as scripts/demo.sh does
+    env = {**os.environ, "HOME": str(home), "DAGSTER_HOME": str(dagster_home), "NEWS_AI_DUCKDB_PATH": str(work / "cli.duckdb"),
+           "NEWS_AI_MIND_DIR": str(tiny_mind), "NEWS_AI_EMBEDDING_BACKEND": "openvino"}
+    for variable in ("XDG_CACHE_HOME", "HF_HOME", "TRANSFORMERS_CACHE"):
+        env.pop(variable, None)
     completed = subprocess.run(
         [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "news_ai_assets.definitions",
-         "--select", "bronze/behaviors", "--partition", "2019-11-12"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+         "--select", "bronze/behaviors,bronze/news,features/text_embeddings", "--partition", "2019-11-12"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    days = read_table(tmp_path / "cli.duckdb", "bronze.behaviors").get_column("date").unique().to_list()
+    days = read_table(work / "cli.duckdb", "bronze.behaviors").get_column("date").unique().to_list()
     assert days == [dt.date(2019, 11, 12)]
+    assert list(home.rglob("*")) == []
+    assert {p.name for p in work.iterdir()} <= {"cli.duckdb", "cli.duckdb.wal"}

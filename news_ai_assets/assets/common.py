@@ -1,5 +1,7 @@
 """What every asset in the graph shares: partitions, the DuckDB pool, and the metadata the UI shows."""
 
+import resource
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,15 +47,22 @@ def counts_table(frame: pl.DataFrame, by: str) -> dg.MarkdownMetadataValue:
     return preview(counts.rename({"len": "rows"}), rows=counts.height, width=120)
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 1024 / (1024 if sys.platform == "darwin" else 1), 1)  # bytes on macOS, KiB on Linux
+
+
 @contextmanager
 def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
-    """Logs and records how long `what` took, as `<what>_seconds` metadata."""
+    """Logs and records how long `what` took (`<what>_seconds`) and the peak memory so far."""
     record: dict = {}
     started = time.perf_counter()
     yield record
     seconds = round(time.perf_counter() - started, 3)
     record[f"{what}_seconds"] = seconds
-    context.log.info(f"{what}: {seconds:.2f}s")
+    record["process_peak_rss_mib"] = peak_rss_mib()
+    context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
 
 
 def partition_label(context: dg.AssetExecutionContext) -> str:

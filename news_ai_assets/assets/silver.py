@@ -12,7 +12,7 @@ from news_ai_assets.assets.common import (
     unique_rows,
 )
 from news_ai_assets.assets.features import BEHAVIORS, NEWS, lookback
-from news_ai_assets.compute.silver import silver_for_day, silver_stream
+from news_ai_assets.compute.silver import daily_candidate_stats, silver_for_day, silver_stream
 from news_ai_assets.settings import SETTINGS
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
@@ -60,9 +60,11 @@ def training_examples(
             f"{missing_news} candidate rows lack news features and {missing_embedding} lack an embedding "
             "(articles absent from news.tsv); they keep NULL cross features"
         )
+    daily_candidates = daily_candidate_stats(behaviors)
     chunks = itertools.chain.from_iterable(
         silver_for_day(
-            interactions, user_features, news_features, text_embeddings, behaviors, news, day, SETTINGS.lookback_days
+            interactions, user_features, news_features, text_embeddings, behaviors, news, day,
+            SETTINGS.lookback_days, daily_candidates,
         )
         for day in days
     )

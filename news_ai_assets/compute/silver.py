@@ -39,29 +39,37 @@ CROSS_COLUMNS = [
 ]
 
 
-def _candidate_history(behaviors: pl.DataFrame, day: dt.date, lookback_days: int) -> tuple[pl.DataFrame, float]:
+def daily_candidate_stats(behaviors: pl.DataFrame) -> pl.DataFrame:
+    """Per (date, news_id): shows, labelled shows, clicks and first showing; one day exploded at a time."""
+    per_day = [
+        behaviors.filter(pl.col("date") == date)
+        .select("date", "time", "impressions", pl.col("click_count").is_not_null().alias("labelled"))
+        .explode("impressions")
+        .unnest("impressions")
+        .group_by("date", "news_id")
+        .agg(
+            pl.len().cast(pl.Int32).alias("shown"),
+            pl.col("labelled").sum().cast(pl.Int32).alias("labelled"),
+            pl.col("clicked").fill_null(False).sum().cast(pl.Int32).alias("clicks"),
+            pl.col("time").min().alias("first_shown"),
+        )
+        for date in behaviors.get_column("date").unique().sort()
+    ]
+    empty = pl.DataFrame(schema={"date": pl.Date, "news_id": pl.String, "shown": pl.Int32, "labelled": pl.Int32,
+                                 "clicks": pl.Int32, "first_shown": pl.Datetime("us")})
+    return pl.concat([empty, *per_day])
+
+
+def _candidate_history(daily: pl.DataFrame, day: dt.date, lookback_days: int) -> tuple[pl.DataFrame, float]:
     """Per article: shows, labelled shows and clicks in the window; first showing in window + D."""
-    per_day = []
-    for date in sorted(behaviors.filter(pl.col("date") <= day).get_column("date").unique()):
-        if date < day - dt.timedelta(days=lookback_days):
-            continue
-        in_window = date < day
-        shown = (
-            behaviors.filter(pl.col("date") == date)
-            .select("time", "impressions", pl.col("click_count").is_not_null().alias("labelled"))
-            .explode("impressions")
-            .unnest("impressions")
+    in_window = pl.col("date") < day
+    history = (
+        daily.filter(pl.col("date").is_between(day - dt.timedelta(days=lookback_days), day))
+        .group_by("news_id")
+        .agg(
+            *[pl.col(c).filter(in_window).sum().cast(pl.Int32) for c in ("shown", "labelled", "clicks")],
+            pl.col("first_shown").min(),
         )
-        per_day.append(
-            shown.group_by("news_id").agg(
-                (pl.len() if in_window else pl.lit(0)).cast(pl.Int32).alias("shown"),
-                (pl.col("labelled").sum() if in_window else pl.lit(0)).cast(pl.Int32).alias("labelled"),
-                (pl.col("clicked").fill_null(False).sum() if in_window else pl.lit(0)).cast(pl.Int32).alias("clicks"),
-                pl.col("time").min().alias("first_shown"),
-            )
-        )
-    history = pl.concat(per_day).group_by("news_id").agg(
-        pl.col("shown", "labelled", "clicks").sum(), pl.col("first_shown").min()
     )
     labelled = history.get_column("labelled").sum()
     prior = history.get_column("clicks").sum() / labelled if labelled else 0.0
@@ -98,37 +106,45 @@ def _history_means(users: pl.DataFrame, index: pl.DataFrame, vectors: np.ndarray
     return np.asarray(averaging @ vectors, dtype=np.float32)
 
 
+SIMILARITY_BATCH = 32_768  # rows; keeps the gathered vectors at ~50 MB
+
+
 def _similarity(user_rows: np.ndarray, embedding_rows: np.ndarray, means: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Cosine per row; NaN where a side is missing (made NULL by the caller)."""
+    """Cosine per row; NaN where a side is missing (made NULL by the caller). Row by row, so the
+    result doesn't depend on how rows are batched."""
     out = np.full(len(user_rows), np.nan, dtype=np.float32)
-    valid = (user_rows >= 0) & (embedding_rows >= 0)
-    mean = means[user_rows[valid]]
-    norms = np.linalg.norm(mean, axis=1)
-    dots = (mean * vectors[embedding_rows[valid]]).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, dots / norms, np.nan)
-    out[valid] = np.clip(cosine, -1.0, 1.0)
+    mean_norms = np.linalg.norm(means, axis=1)
+    valid = np.flatnonzero((user_rows >= 0) & (embedding_rows >= 0))
+    for start in range(0, len(valid), SIMILARITY_BATCH):
+        rows = valid[start : start + SIMILARITY_BATCH]
+        users = user_rows[rows]
+        dots = np.einsum("ij,ij->i", means[users], vectors[embedding_rows[rows]])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cosine = np.where(mean_norms[users] > 0, dots / mean_norms[users], np.nan)
+        out[rows] = np.clip(cosine, -1.0, 1.0)
     return out
 
 
 def silver_for_day(
     interactions: pl.DataFrame, user_features: pl.DataFrame, news_features: pl.DataFrame,
     embeddings: pl.DataFrame, behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.date,
-    lookback_days: int, chunk_rows: int = 500_000,
+    lookback_days: int, daily_candidates: pl.DataFrame | None = None, chunk_rows: int = 500_000,
 ) -> Iterator[pl.DataFrame]:
     """Silver rows of `day` in chunks of about `chunk_rows`.
 
     interactions, user_features, news_features, embeddings: those tables for `day`.
     behaviors: bronze behaviors of days D-W .. D; news: news_id, category, subcategory of D-W .. D.
+    daily_candidates: daily_candidate_stats(behaviors), when several days share it.
     """
     users = active_users(behaviors, day)
     window = lookback_window(behaviors, day, lookback_days)
     known_items, category_share, subcategory_share = _user_preferences(users, window, news.unique("news_id"))
-    candidates, prior = _candidate_history(behaviors, day, lookback_days)
+    daily = daily_candidates if daily_candidates is not None else daily_candidate_stats(behaviors)
+    candidates, prior = _candidate_history(daily, day, lookback_days)
 
     day_embeddings = embeddings.filter(pl.col("date") == day).unique("news_id").sort("news_id")
-    vectors = day_embeddings.get_column("embedding").to_numpy().astype(np.float32, copy=False).reshape(
-        day_embeddings.height, -1
+    vectors = np.asarray(day_embeddings.get_column("embedding").to_numpy(), dtype=np.float32).reshape(
+        day_embeddings.height, day_embeddings.schema["embedding"].size
     )
     index = day_embeddings.select("news_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("embedding_row"))
     means = _history_means(users, index, vectors)

@@ -72,10 +72,21 @@ def discover_splits(mind_dir: Path) -> list[SplitDir]:
 
 
 def _csv_scan(fields: tuple[str, ...]) -> str:
-    columns = ", ".join(f"'{name}': 'VARCHAR'" for name in fields)
+    """Every field as text. Non-strict parsing never stops on a stray byte; instead an `overflow`
+    column catches extra fields and, with no string read as NULL, a NULL field is a missing one."""
+    columns = ", ".join(f"'{name}': 'VARCHAR'" for name in (*fields, "overflow"))
     return (
-        "read_csv($path, delim='\t', quote='', escape='', header=false, auto_detect=false, "
-        f"strict_mode=true, null_padding=false, store_rejects=true, columns={{{columns}}})"
+        "read_csv($path, delim='\t', quote='', escape='', new_line='\\n', header=false, auto_detect=false, "
+        f"strict_mode=false, null_padding=true, nullstr='\x01', store_rejects=true, columns={{{columns}}})"
+    )
+
+
+def _field_count_problem(fields: tuple[str, ...]) -> str:
+    """SQL CASE branches rejecting lines with too many or too few tab-separated fields."""
+    missing = " OR ".join(f"{name} IS NULL" for name in fields)
+    return (
+        f"WHEN overflow IS NOT NULL THEN 'too many fields (expected {len(fields)})' "
+        f"WHEN {missing} THEN 'too few fields (expected {len(fields)})'"
     )
 
 
@@ -98,7 +109,7 @@ def _read(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Scans `path` as `raw`, runs the `validation` CTEs (which define `validated` with a `reason`),
     rejects duplicate keys, then `select`s from `deduped`. Returns (good rows, rejects)."""
-    raw_line = " || '\t' || ".join(f"coalesce({name}, '')" for name in fields)
+    raw_line = f"concat_ws('\t', {', '.join(fields)}, overflow)"
     query = f"""
         CREATE TEMP TABLE checked AS
         WITH raw AS (SELECT *, {raw_line} AS raw_line FROM {_csv_scan(fields)}),
@@ -147,19 +158,20 @@ counted AS (
 
 _BEHAVIORS_VALIDATION = """
 tokenised AS (
-    SELECT raw_line, user_id,
+    SELECT raw_line, user_id, {field_count_problem} AS field_count_problem,
         TRY_CAST(impression_id AS INTEGER) AS impression_id,
         try_strptime(time, '%m/%d/%Y %I:%M:%S %p') AS time,
         CASE WHEN trim(coalesce(history, '')) = '' THEN []::VARCHAR[]
              ELSE regexp_split_to_array(trim(history), ' +') END AS history,
-        CASE WHEN trim(coalesce(impressions, '')) = '' THEN []::VARCHAR[]
-             ELSE regexp_split_to_array(trim(impressions), ' +') END AS tokens
+        CASE WHEN trim(coalesce(impressions, ''), ' ' || chr(13)) = '' THEN []::VARCHAR[]
+             ELSE regexp_split_to_array(trim(impressions, ' ' || chr(13)), ' +') END AS tokens  -- CRLF files too
     FROM raw
 ), validated AS (
     SELECT *,
         CASE
+            WHEN field_count_problem IS NOT NULL THEN field_count_problem
             WHEN impression_id IS NULL OR impression_id <= 0 THEN 'impression_id is not a positive integer'
-            WHEN user_id IS NULL OR regexp_matches(user_id, '\\s') THEN 'missing or malformed user_id'
+            WHEN user_id = '' OR regexp_matches(user_id, '\\s') THEN 'missing or malformed user_id'
             WHEN time IS NULL THEN 'unparseable time'
             WHEN len(list_filter(history, lambda t: NOT regexp_full_match(t, 'N[0-9]+'))) > 0
                 THEN 'malformed history news id'
@@ -174,7 +186,7 @@ tokenised AS (
                 THEN 'candidate repeated within an impression'
         END AS reason
     FROM tokenised
-)"""
+)""".format(field_count_problem=f"CASE {_field_count_problem(BEHAVIOR_FIELDS)} END")
 
 _BEHAVIORS_SELECT = """
 SELECT
@@ -224,17 +236,19 @@ _NEWS_VALIDATION = f"""
 validated AS (
     SELECT *,
         CASE
-            WHEN news_id IS NULL OR NOT regexp_full_match(news_id, 'N[0-9]+') THEN 'malformed news_id'
-            WHEN category IS NULL THEN 'missing category'
-            WHEN json_type(coalesce(title_entities, '[]')) IS DISTINCT FROM 'ARRAY'
+            {_field_count_problem(NEWS_FIELDS)}
+            WHEN NOT regexp_full_match(news_id, 'N[0-9]+') THEN 'malformed news_id'
+            WHEN category = '' THEN 'missing category'
+            WHEN json_type(coalesce(nullif(title_entities, ''), '[]')) IS DISTINCT FROM 'ARRAY'
                 THEN 'title entities are not a valid JSON array'
-            WHEN json_type(coalesce(abstract_entities, '[]')) IS DISTINCT FROM 'ARRAY'
+            WHEN json_type(coalesce(nullif(abstract_entities, ''), '[]')) IS DISTINCT FROM 'ARRAY'
                 THEN 'abstract entities are not a valid JSON array'
         END AS reason
     FROM (
         SELECT * REPLACE (
-            CASE WHEN json_valid(title_entities) THEN title_entities ELSE '"invalid"' END AS title_entities,
-            CASE WHEN json_valid(abstract_entities) THEN abstract_entities ELSE '"invalid"' END
+            CASE WHEN title_entities = '' OR json_valid(title_entities) THEN title_entities ELSE '"invalid"' END
+                AS title_entities,
+            CASE WHEN abstract_entities = '' OR json_valid(abstract_entities) THEN abstract_entities ELSE '"invalid"' END
                 AS abstract_entities)
         FROM raw
     )
@@ -243,7 +257,7 @@ validated AS (
 
 def _entities(column: str) -> str:
     return f"""list_transform(
-        CASE WHEN reject_reason IS NULL THEN from_json(coalesce({column}, '[]'), '{_ENTITY_JSON_SHAPE}') END,
+        CASE WHEN reject_reason IS NULL THEN from_json(coalesce(nullif({column}, ''), '[]'), '{_ENTITY_JSON_SHAPE}') END,
         lambda e: {{'label': e.Label, 'type': e.Type, 'wikidata_id': e.WikidataId, 'confidence': e.Confidence,
                'occurrence_offsets': e.OccurrenceOffsets, 'surface_forms': e.SurfaceForms}}
     )::{ENTITY_TYPE} AS {column}"""

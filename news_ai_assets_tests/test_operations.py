@@ -1,0 +1,155 @@
+"""Operations: schedules, empty days, a locked file, a killed writer, and fuzzed input."""
+
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from news_ai_assets.definitions import daily_schedule
+from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
+from news_ai_assets.storage import connect, replace_rows
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+
+@pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09")])
+def test_the_daily_schedule_requests_the_day_that_ended(tick, partition):
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC))
+    requests = daily_schedule.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == [partition]
+
+
+def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path, tiny_mind):
+    mind = tmp_path / "mind"
+    shutil.copytree(tiny_mind, mind)
+    behaviors = mind / "MINDsample_train" / "behaviors.tsv"
+    lines = behaviors.read_text().splitlines(keepends=True)
+    behaviors.write_text("".join(line for line in lines if "\t11/10/2019 " not in line))
+    db = tmp_path / "empty.duckdb"
+    result = materialize(db, mind, "2019-11-09", "2019-11-11")
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    for table in ["bronze.behaviors", "bronze.news", "features.interactions", "features.user_features",
+                  "features.news_features", "features.text_embeddings", "silver.training_examples"]:
+        days = set(read_table(db, table).get_column("date").unique())
+        assert dt.date(2019, 11, 10) not in days and dt.date(2019, 11, 11) in days, table
+
+
+def test_a_run_fails_fast_when_another_process_holds_the_file(tmp_path, tiny_mind):
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        result = materialize(db, tiny_mind, "2019-11-12", selection=["bronze/behaviors"], raise_on_error=False)
+        message = result.failure_data_for_node("bronze__behaviors").error.cause.message
+        assert f"locked by another process (PID {holder.pid})" in message and "close the notebook" in message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import datetime as dt, sys, time
+    import polars as pl, pyarrow as pa
+    from news_ai_assets.storage import connect, replace_rows
+
+    day = dt.date(2019, 11, 9)
+    schema = pl.DataFrame({"date": [day], "value": [0]}).to_arrow().schema
+
+    def batches():
+        for i in range(10_000):
+            yield pl.DataFrame({"date": [day] * 1000, "value": list(range(1000))}).to_arrow().cast(schema).to_batches()[0]
+            if i == 20:
+                print("writing", flush=True)
+                time.sleep(60)
+
+    with connect(sys.argv[1]) as conn:
+        replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches()), "date = ?", [day])
+    """
+)
+
+
+def test_a_writer_killed_mid_partition_leaves_the_previous_rows(tmp_path):
+    db = tmp_path / "killed.duckdb"
+    day = dt.date(2019, 11, 9)
+    previous = pl.DataFrame({"date": [day, day], "value": [41, 42]})
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", previous, "date = ?", [day])
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"  # 21,000 rows inserted, the old ones deleted, uncommitted
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    with connect(db) as conn:
+        assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(41,), (42,)]
+        replace_rows(conn, "layer", "t", previous.with_columns(pl.col("value") + 1), "date = ?", [day])
+        assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(42,), (43,)]
+
+
+def _mutations():
+    """One edit of a line: a byte replaced, inserted or deleted, a field dropped or doubled, a cut."""
+    return st.one_of(
+        st.tuples(st.just("replace"), st.integers(0, 10_000), st.sampled_from([b"\t", b"\xff", b"\xc3", b"-", b" ", b"x", b'"', b"\r", b"0"])),
+        st.tuples(st.just("insert"), st.integers(0, 10_000), st.sampled_from([b"\t", b"\xfe\xff", b"\n", b"N", b"-2", b" "])),
+        st.tuples(st.just("delete"), st.integers(0, 10_000), st.integers(1, 30)),
+        st.tuples(st.just("truncate"), st.integers(0, 10_000), st.just(0)),
+    )
+
+
+def _apply(line: bytes, mutation) -> bytes:
+    kind, at, arg = mutation
+    at = at % (len(line) + 1)
+    if kind == "replace":
+        return line[:at] + arg + line[at + 1:]
+    if kind == "insert":
+        return line[:at] + arg + line[at:]
+    if kind == "delete":
+        return line[:at] + line[at + arg:]
+    return line[:at]
+
+
+def _fuzz_source(real_subset: Path, tiny: Path) -> tuple[list[bytes], list[bytes]]:
+    folder = real_subset / "MINDsmall_train" if (real_subset / "MINDsmall_train").exists() else tiny / "MINDsample_train"
+    return [(folder / name).read_bytes().splitlines()[:300] for name in ("behaviors.tsv", "news.tsv")]
+
+
+@pytest.mark.parametrize("kind", ["behaviors", "news"])
+def test_fuzzed_real_rows_are_read_or_rejected_never_lost(tmp_path_factory, tiny_mind, kind):
+    """Every non-blank line of a mutated file is either a row or a counted reject; nothing crashes."""
+    from news_ai_assets_tests.conftest import REAL_SUBSET
+
+    behaviors_lines, news_lines = _fuzz_source(REAL_SUBSET, tiny_mind)
+    source = behaviors_lines if kind == "behaviors" else news_lines
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.integers(0, len(source) - 1), _mutations()), min_size=1, max_size=8))
+    def check(edits):
+        lines = list(source)
+        for index, mutation in edits:
+            lines[index] = _apply(lines[index], mutation)
+        data = b"\n".join(lines) + b"\n"
+        root = tmp_path_factory.mktemp("fuzz")
+        (root / "MINDfuzz_train").mkdir()
+        (root / "MINDfuzz_train" / f"{kind}.tsv").write_bytes(data)
+        splits = discover_splits(root)
+        rows, rejects = (
+            read_behaviors(splits, dt.date(1900, 1, 1), dt.date(2100, 1, 1)) if kind == "behaviors" else read_news(splits)
+        )
+        # Records as the reader sees them: \n, \r\n and a lone \r all end one; blank ones carry nothing.
+        physical = [line for line in re.split(rb"\r\n|\r|\n", data) if line]
+        assert rows.height + rejects.height == len(physical), (rows.height, rejects.height, len(physical))
+        assert rejects.get_column("reason").null_count() == 0
+
+    check()

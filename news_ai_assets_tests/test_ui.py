@@ -1,0 +1,152 @@
+"""The pipeline as users run it: `dagster dev` (webserver + daemon), UI backfills, the CLI beside them.
+
+Slow (a minute or two); run by ./scripts/test.sh and CI. `pytest -m "not slow"` skips them.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from news_ai_assets_tests.pipeline import read_table
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("NEWS_AI_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/user_features",
+              "features/news_features", "features/text_embeddings", "silver/training_examples"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dagster:
+    """A `dagster dev` process with its own DAGSTER_HOME and DuckDB file."""
+
+    def __init__(self, root: Path, mind_dir: Path):
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.database = root / "ui.duckdb"
+        self.port = _free_port()
+        self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "NEWS_AI_MIND_DIR": str(mind_dir),
+                    "NEWS_AI_DUCKDB_PATH": str(self.database), "NEWS_AI_EMBEDDING_DEVICE": "cpu"}
+        self.log = open(root / "dagster_dev.log", "wb")
+        self.process = subprocess.Popen(
+            [Path(sys.executable).parent / "dagster", "dev", "-m", "news_ai_assets.definitions", "-p", str(self.port)],
+            cwd=root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if len(self.asset_keys()) == len(ALL_ASSETS):
+                    return
+            except (OSError, KeyError, TypeError):
+                pass
+            time.sleep(1)
+        raise AssertionError(f"dagster dev did not serve the definitions; see {root / 'dagster_dev.log'}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)["data"]
+
+    def asset_keys(self) -> set[str]:
+        nodes = self.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+        return {"/".join(n["assetKey"]["path"]) for n in nodes}
+
+    def launch_backfill(self, partitions: list[str], assets: list[str]) -> str:
+        result = self.graphql(
+            """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+                 __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+            {"params": {"partitionNames": partitions, "assetSelection": [{"path": a.split("/")} for a in assets]}},
+        )["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        return result["backfillId"]
+
+    def wait_for_backfill(self, backfill_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.graphql(
+                "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+                {"id": backfill_id},
+            )["partitionBackfillOrError"]["status"]
+            if status not in ("REQUESTED", "CANCELING", "FAILING"):
+                return status
+            time.sleep(2)
+        raise AssertionError(f"backfill {backfill_id} still running after {timeout}s")
+
+    def close(self) -> None:
+        os.killpg(self.process.pid, 15)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory, tiny_mind):
+    server = Dagster(tmp_path_factory.mktemp("ui"), tiny_mind)
+    yield server
+    server.close()
+
+
+def test_the_webserver_lists_the_graph_and_binds_to_localhost_only(dagster_dev):
+    assert dagster_dev.asset_keys() == set(ALL_ASSETS)
+    listening = [
+        c.laddr for p in [psutil.Process(dagster_dev.process.pid), *psutil.Process(dagster_dev.process.pid).children(True)]
+        for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == dagster_dev.port
+    ]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+def test_a_ui_backfill_and_a_cli_run_together_both_succeed(dagster_dev):
+    """The whole range launched as the UI launches it, and a CLI run at the same time: the DuckDB
+    pool serialises their steps, so neither sees a lock error."""
+    first = dagster_dev.launch_backfill(["2019-11-09"], ["bronze/behaviors"])  # one partition, as from the UI
+    assert dagster_dev.wait_for_backfill(first) == "COMPLETED_SUCCESS"
+    days = [f"2019-11-{d:02d}" for d in range(9, 23)]
+    backfill = dagster_dev.launch_backfill(days, ALL_ASSETS)
+    cli = subprocess.run(
+        [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "news_ai_assets.definitions",
+         "--select", "bronze/behaviors,bronze/news,features/news_features", "--partition", "2019-11-12"],
+        cwd=dagster_dev.home.parent, env=dagster_dev.env, capture_output=True, text=True, timeout=600,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "lock" not in (cli.stdout + cli.stderr).lower()
+    assert dagster_dev.wait_for_backfill(backfill) == "COMPLETED_SUCCESS"
+    silver = read_table(dagster_dev.database, "silver.training_examples")
+    assert sorted(str(d) for d in silver.get_column("date").unique()) == days
+
+
+def test_a_screenshot_of_the_asset_graph(dagster_dev):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not browser:
+        pytest.skip("no headless browser installed")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "asset_graph.png"
+    shot.unlink(missing_ok=True)
+    profile = dagster_dev.home.parent / "chromium-profile"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=15000",
+         f"--screenshot={shot}", f"http://127.0.0.1:{dagster_dev.port}/asset-groups"],
+        capture_output=True, timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 20_000
