@@ -105,113 +105,114 @@ def _reader_rejects(conn: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFrame
 
 
 def _read(
-    fields: tuple[str, ...], path: Path, validation: str, select: str, key: str, params: dict
+    fields: tuple[str, ...], path: Path, validation: str, columns: str, key: str, key_of_raw: str, keep: str,
+    params: dict,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Scans `path` as `raw`, runs the `validation` CTEs (which define `validated` with a `reason`),
-    rejects duplicate keys, then `select`s from `deduped`. Returns (good rows, rejects)."""
-    raw_line = f"concat_ws('\t', {', '.join(fields)}, overflow)"
-    query = f"""
-        CREATE TEMP TABLE checked AS
-        WITH raw AS (SELECT *, {raw_line} AS raw_line FROM {_csv_scan(fields)}),
-        {validation},
-        {_DUPLICATES.format(key=key)}
-        {select}
+    """Reads one file; returns (good rows that satisfy `keep`, every rejected line).
+
+    `validation` holds CTEs over `raw` (the file's fields and `raw_line`) that define `validated`
+    with a `reason` (NULL for a good line); `columns` is the output's SELECT list over it.
+    Duplicate keys (`key` of a good row; `key_of_raw`, the same from the raw fields): identical
+    lines are kept once; lines that disagree are all rejected, since nothing says which is right. The file is scanned twice (duplicate keys, then the rows), so
+    memory holds the kept rows and the rejects, not the whole file.
     """
+    def run(query: str) -> None:
+        conn.execute(query, {k: v for k, v in {"path": str(path), **params}.items() if f"${k}" in query})
+
+    cte = f"WITH raw AS (SELECT *, concat_ws('\t', {', '.join(fields)}, overflow) AS raw_line FROM {_csv_scan(fields)}), {validation}"
     conn = duckdb.connect()
     try:
         conn.execute("SET enable_progress_bar = false")
-        conn.execute(query, {"path": str(path), **params})
+        run(  # lines sharing a key: cheap, no validation needed
+            f"CREATE TEMP TABLE duplicated AS {cte} SELECT {key_of_raw} AS duplicate_key, "
+            f"count(DISTINCT hash(raw_line)) AS versions FROM raw WHERE {key_of_raw} IS NOT NULL "
+            f"GROUP BY duplicate_key HAVING count(*) > 1"
+        )
+        reader_rejects = _reader_rejects(conn, path)  # recorded by the first scan only
+        run(
+            f"""CREATE TEMP TABLE checked AS {cte}
+            SELECT {columns},
+                coalesce(reason, CASE WHEN d.versions > 1 THEN 'conflicting lines share one {key}'
+                                      WHEN d.versions = 1 THEN 'duplicate line' END) AS reject_reason,
+                CASE WHEN reject_reason IS NOT NULL THEN raw_line END AS raw_line
+            FROM validated LEFT JOIN duplicated d ON validated.{key} = d.duplicate_key
+            WHERE reason IS NOT NULL OR d.duplicate_key IS NOT NULL OR ({keep})"""
+        )
+        conn.execute(  # one copy of each exactly duplicated line is a good row after all
+            f"""UPDATE checked SET reject_reason = NULL, raw_line = NULL WHERE rowid IN (
+                SELECT min(rowid) FROM checked WHERE reject_reason = 'duplicate line' GROUP BY {key})"""
+        )
         rejects = pl.concat(
             [
-                _reader_rejects(conn, path),
+                reader_rejects,
                 conn.sql(
                     "SELECT $path AS source_file, NULL::BIGINT AS line, reject_reason AS reason, raw_line "
-                    "FROM checked WHERE reject_reason IS NOT NULL ORDER BY raw_line",
+                    "FROM checked WHERE reject_reason IS NOT NULL ORDER BY raw_line, reason",
                     params={"path": str(path)},
                 ).pl(),
             ]
         ).cast(REJECT_SCHEMA)
-        rows = conn.sql("SELECT * EXCLUDE (reject_reason, raw_line) FROM checked WHERE reject_reason IS NULL").pl()
+        rows = conn.sql(
+            f"SELECT * EXCLUDE (reject_reason, raw_line) FROM checked WHERE reject_reason IS NULL AND ({keep})",
+            params={k: v for k, v in params.items() if f"${k}" in keep} or None,
+        ).pl()
         return rows, rejects
     finally:
         conn.close()
 
 
-# Duplicate keys: identical lines are kept once; lines that disagree are all rejected,
-# since nothing says which one is right.
-_DUPLICATES = """
-counted AS (
-    SELECT *,
-        count(DISTINCT raw_line) FILTER (WHERE reason IS NULL) OVER (PARTITION BY {key}) AS versions,
-        row_number() OVER (PARTITION BY {key}, reason IS NULL ORDER BY raw_line) AS copy_number
-    FROM validated
-), deduped AS (
-    SELECT * EXCLUDE (reason, versions, copy_number),
-        CASE
-            WHEN reason IS NOT NULL THEN reason
-            WHEN versions > 1 THEN 'conflicting lines share one {key}'
-            WHEN copy_number > 1 THEN 'duplicate line'
-        END AS reject_reason
-    FROM counted
-)
-"""
+# One regular expression per field and line, not per token: MIND-large has 5 M lines of ~70 ids.
+_NEWS_IDS = "N[0-9]+( N[0-9]+)*"
+_LABELLED = "N[0-9]+-[01]( N[0-9]+-[01])*"
+_ANY_TOKENS = "N[0-9]+(-[01])?( N[0-9]+(-[01])?)*"
 
-_BEHAVIORS_VALIDATION = """
-tokenised AS (
-    SELECT raw_line, user_id, {field_count_problem} AS field_count_problem,
+_BEHAVIORS_VALIDATION = f"""
+texts AS (
+    SELECT raw_line, user_id, CASE {_field_count_problem(BEHAVIOR_FIELDS)} END AS field_count_problem,
         TRY_CAST(impression_id AS INTEGER) AS impression_id,
         try_strptime(time, '%m/%d/%Y %I:%M:%S %p') AS time,
-        CASE WHEN trim(coalesce(history, '')) = '' THEN []::VARCHAR[]
-             ELSE regexp_split_to_array(trim(history), ' +') END AS history,
-        CASE WHEN trim(coalesce(impressions, ''), ' ' || chr(13)) = '' THEN []::VARCHAR[]
-             ELSE regexp_split_to_array(trim(impressions, ' ' || chr(13)), ' +') END AS tokens  -- CRLF files too
+        trim(coalesce(history, '')) AS history_text,
+        trim(coalesce(impressions, ''), ' ' || chr(13)) AS impressions_text  -- CRLF files too
     FROM raw
 ), validated AS (
     SELECT *,
+        regexp_full_match(impressions_text, '{_LABELLED}') AS labelled,
         CASE
             WHEN field_count_problem IS NOT NULL THEN field_count_problem
             WHEN impression_id IS NULL OR impression_id <= 0 THEN 'impression_id is not a positive integer'
             WHEN user_id = '' OR regexp_matches(user_id, '\\s') THEN 'missing or malformed user_id'
             WHEN time IS NULL THEN 'unparseable time'
-            WHEN len(list_filter(history, lambda t: NOT regexp_full_match(t, 'N[0-9]+'))) > 0
-                THEN 'malformed history news id'
-            WHEN len(tokens) = 0 THEN 'no impressions'
-            WHEN len(list_filter(tokens, lambda t: NOT regexp_full_match(t, 'N[0-9]+(-[01])?'))) > 0
-                THEN 'malformed impression token'
-            WHEN len(list_filter(tokens, lambda t: contains(t, '-'))) NOT IN (0, len(tokens))
-                THEN 'impression mixes labelled and unlabelled candidates'
-            WHEN $split IN ('train', 'dev') AND NOT contains(tokens[1], '-')
-                THEN 'unlabelled impression in a labelled split'
-            WHEN len(list_distinct(list_transform(tokens, lambda t: split_part(t, '-', 1)))) < len(tokens)
-                THEN 'candidate repeated within an impression'
+            WHEN history_text <> '' AND NOT regexp_full_match(history_text, '{_NEWS_IDS}') THEN 'malformed history news id'
+            WHEN impressions_text = '' THEN 'no impressions'
+            WHEN NOT labelled AND NOT regexp_full_match(impressions_text, '{_NEWS_IDS}') THEN
+                CASE WHEN regexp_full_match(impressions_text, '{_ANY_TOKENS}')
+                     THEN 'impression mixes labelled and unlabelled candidates' ELSE 'malformed impression token' END
+            WHEN $split IN ('train', 'dev') AND NOT labelled THEN 'unlabelled impression in a labelled split'
+            WHEN list_unique(string_split(replace(replace(impressions_text, '-0', ''), '-1', ''), ' '))
+                 < len(string_split(impressions_text, ' ')) THEN 'candidate repeated within an impression'
         END AS reason
-    FROM tokenised
-)""".format(field_count_problem=f"CASE {_field_count_problem(BEHAVIOR_FIELDS)} END")
+    FROM texts
+)"""
 
-_BEHAVIORS_SELECT = """
-SELECT
+_BEHAVIORS_COLUMNS = """
     time::DATE AS date,
     impression_id,
     user_id,
     time,
     $split AS split,
-    history,
-    list_transform(tokens, lambda t: {
+    CASE WHEN history_text = '' THEN []::VARCHAR[] ELSE string_split(history_text, ' ') END AS history,
+    list_transform(string_split(impressions_text, ' '), lambda t: {
         'news_id': split_part(t, '-', 1),
         'clicked': CASE split_part(t, '-', 2) WHEN '1' THEN true WHEN '0' THEN false END
     }) AS impressions,
     len(history)::SMALLINT AS history_length,
-    len(tokens)::SMALLINT AS impressions_count,
-    CASE WHEN contains(tokens[1], '-')
-         THEN len(list_filter(tokens, lambda t: ends_with(t, '-1'))) END::SMALLINT AS click_count,
+    len(impressions)::SMALLINT AS impressions_count,
+    CASE WHEN labelled THEN len(list_filter(impressions, lambda c: c.clicked)) END::SMALLINT AS click_count,
     (click_count / impressions_count)::FLOAT AS click_ratio,
     (isodow(time) - 1)::TINYINT AS day_of_week,
-    hour(time)::TINYINT AS hour_of_day,
-    reject_reason,
-    raw_line
-FROM deduped
-WHERE reject_reason IS NOT NULL OR (time >= $start AND time < $end)
+    hour(time)::TINYINT AS hour_of_day
 """
+_IN_DAYS = "time >= $start AND time < $end"
 
 
 def read_behaviors(
@@ -224,8 +225,9 @@ def read_behaviors(
     frames, rejects = [], []
     for split_dir in splits:
         rows, bad = _read(
-            BEHAVIOR_FIELDS, split_dir.file("behaviors.tsv"), _BEHAVIORS_VALIDATION, _BEHAVIORS_SELECT,
-            key="impression_id", params={"split": split_dir.split, "start": start, "end": end},
+            BEHAVIOR_FIELDS, split_dir.file("behaviors.tsv"), _BEHAVIORS_VALIDATION, _BEHAVIORS_COLUMNS,
+            key="impression_id", key_of_raw="TRY_CAST(impression_id AS INTEGER)", keep=_IN_DAYS,
+            params={"split": split_dir.split, "start": start, "end": end},
         )
         frames.append(rows)
         rejects.append(bad)
@@ -257,20 +259,17 @@ validated AS (
 
 def _entities(column: str) -> str:
     return f"""list_transform(
-        CASE WHEN reject_reason IS NULL THEN from_json(coalesce(nullif({column}, ''), '[]'), '{_ENTITY_JSON_SHAPE}') END,
+        CASE WHEN reason IS NULL THEN from_json(coalesce(nullif({column}, ''), '[]'), '{_ENTITY_JSON_SHAPE}') END,
         lambda e: {{'label': e.Label, 'type': e.Type, 'wikidata_id': e.WikidataId, 'confidence': e.Confidence,
                'occurrence_offsets': e.OccurrenceOffsets, 'surface_forms': e.SurfaceForms}}
     )::{ENTITY_TYPE} AS {column}"""
 
 
-_NEWS_SELECT = f"""
-SELECT news_id, category, coalesce(subcategory, '') AS subcategory, coalesce(title, '') AS title,
+_NEWS_COLUMNS = f"""
+    news_id, category, coalesce(subcategory, '') AS subcategory, coalesce(title, '') AS title,
     coalesce(abstract, '') AS abstract, coalesce(url, '') AS url,
     {_entities("title_entities")},
-    {_entities("abstract_entities")},
-    $split AS split,
-    reject_reason, raw_line
-FROM deduped
+    {_entities("abstract_entities")}
 """
 
 
@@ -279,16 +278,14 @@ def read_news(splits: list[SplitDir]) -> tuple[pl.DataFrame, pl.DataFrame]:
     taken from the earliest split), and every rejected line."""
     frames, rejects = [], []
     for rank, split_dir in enumerate(splits):
-        rows, bad = _read(
-            NEWS_FIELDS, split_dir.file("news.tsv"), _NEWS_VALIDATION, _NEWS_SELECT,
-            key="news_id", params={"split": split_dir.split},
-        )
+        rows, bad = _read(NEWS_FIELDS, split_dir.file("news.tsv"), _NEWS_VALIDATION, _NEWS_COLUMNS, key="news_id",
+                          key_of_raw="news_id", keep="true", params={})
         frames.append(rows.with_columns(pl.lit(rank, pl.Int8).alias("split_rank")))
         rejects.append(bad)
     news = (
         pl.concat(frames)
         .sort("news_id", "split_rank")
         .unique("news_id", keep="first", maintain_order=True)
-        .drop("split_rank", "split")
+        .drop("split_rank")
     )
     return news, pl.concat(rejects)
