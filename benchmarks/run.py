@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 FIRST, LAST = "2019-11-09", "2019-11-22"
 EMBEDDING_SELECTION = "bronze/behaviors,bronze/news,features/text_embeddings"
+ASSET_STEPS = ["bronze__behaviors", "bronze__news", "features__interactions", "features__news_features",
+               "features__text_embeddings", "features__user_features", "silver__training_examples"]
 
 
 def measured(command: list[str], env: dict, log: Path) -> dict:
@@ -117,23 +119,35 @@ def markdown(results: dict) -> str:
     lines = [f"# Benchmark: scale `{results['scale']}` ({results['machine']})", ""]
     lines += ["| run | wall s | CPU s | peak RSS MiB |", "|---|---|---|---|"]
     for name in ("generate", "embedding_run", "pipeline_run"):
-        r = results[name]
-        lines.append(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} |")
-    lines += ["", "Pipeline run, per asset (all partitions in one run):", "",
-              "| asset | step s | rows out | rows/s |", "|---|---|---|---|"]
-    for asset, step in results["pipeline_steps"].items():
-        lines.append(f"| {asset} | {step.get('step_s', '')} | {step.get('row_count', '')} | {step.get('rows_per_s', '')} |")
-    e = results["embedding_steps"].get("features__text_embeddings", {})
-    again = results["pipeline_steps"].get("features__text_embeddings", {})
-    lines += ["", f"Embeddings ({results['embedding_option']}): {e.get('newly_embedded')} texts embedded at "
-              f"{e.get('texts_per_second')} texts/s on {e.get('device')}; second run: {again.get('newly_embedded')} embedded, "
-              f"{again.get('cache_hits')} cache hits.", ""]
+        if name in results:
+            r = results[name]
+            lines.append(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} |")
+    if "pipeline_steps" in results:
+        lines += ["", "Pipeline run, per asset (all partitions in one run):", "",
+                  "| asset | step s | rows out | rows/s |", "|---|---|---|---|"]
+        for asset, step in results["pipeline_steps"].items():
+            lines.append(f"| {asset} | {step.get('step_s', '')} | {step.get('row_count', '')} | {step.get('rows_per_s', '')} |")
+        e = results["embedding_steps"].get("features__text_embeddings", {})
+        again = results["pipeline_steps"].get("features__text_embeddings", {})
+        lines += ["", f"Embeddings ({results['embedding_option']}): {e.get('newly_embedded')} texts embedded at "
+                  f"{e.get('texts_per_second')} texts/s on {e.get('device')}; second run: {again.get('newly_embedded')} "
+                  f"embedded, {again.get('cache_hits')} cache hits.", ""]
     if "per_partition" in results:
-        lines += ["Per partition (whole graph, one process per day):", "",
-                  "| partition | wall s | CPU s | peak RSS MiB | silver rows |", "|---|---|---|---|---|"]
+        assets = ASSET_STEPS
+        lines += ["", "Per partition (whole graph, one process per day; step seconds per asset; "
+                  "`w/o inference` = wall minus the text_embeddings step):", "",
+                  "| partition | wall s | w/o inference | CPU s | peak RSS MiB | embedded (texts/s) | "
+                  + " | ".join(a.split("__")[1] for a in assets) + " | silver rows |",
+                  "|" + "---|" * (7 + len(assets))]
         for day, r in results["per_partition"].items():
-            lines.append(f"| {day} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} | "
-                         f"{r['steps'].get('silver__training_examples', {}).get('row_count', '')} |")
+            steps = r["steps"]
+            embedding = steps.get("features__text_embeddings", {})
+            lines.append(
+                f"| {day} | {r['wall_s']} | {round(r['wall_s'] - embedding.get('step_s', 0), 1)} | {r['cpu_s']} | "
+                f"{r['peak_rss_mib']} | {embedding.get('newly_embedded', 0)} ({embedding.get('texts_per_second', 0)}) | "
+                + " | ".join(str(steps.get(a, {}).get("step_s", "")) for a in assets)
+                + f" | {steps.get('silver__training_examples', {}).get('row_count', '')} |"
+            )
         lines.append("")
     b = results["baseline"]
     lines += [f"Baseline (per-row pandas) on {b['users']} users / {b['impressions']} impressions around {b['day']}: "
@@ -147,10 +161,17 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = results["pipeline_steps"]
+    if "pipeline_steps" in results:
+        steps = results["pipeline_steps"]
+        inference = results["embedding_steps"].get("features__text_embeddings", {}).get("step_s", 0)
+    else:  # daily mode: summed over the days
+        steps = {}
+        for day in results["per_partition"].values():
+            for asset, step in day["steps"].items():
+                steps.setdefault(asset, {"step_s": 0})["step_s"] += step.get("step_s", 0)
+        inference = 0
     names = list(steps) + ["text_embeddings (inference)"]
-    seconds = [s.get("step_s", 0) for s in steps.values()]
-    seconds.append(results["embedding_steps"].get("features__text_embeddings", {}).get("step_s", 0))
+    seconds = [s.get("step_s", 0) for s in steps.values()] + [inference]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.barh(names, seconds, color=["#4c72b0"] * len(steps) + ["#dd8452"])
     ax.set_xlabel("seconds (all partitions, one run)")
@@ -166,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--backend", default="openvino", help="embedding backend for the embedding run")
     parser.add_argument("--precision", default="bf16" if _native_bf16() else "fp32")
-    parser.add_argument("--per-partition", action="store_true", help="also run the graph one day per process")
+    parser.add_argument("--mode", choices=["range", "daily", "both"], default="both",
+                        help="range: embedding run + whole range as one run; daily: one run per day (bounded memory "
+                             "at MIND-large, embeddings included in the first days); both")
+    parser.add_argument("--days", type=int, default=14, help="daily mode: the first N days")
     parser.add_argument("--baseline-users", type=int, default=800,
                         help="users in the baseline sample (the per-row baseline grows with users x rows)")
     args = parser.parse_args(argv)
@@ -196,15 +220,16 @@ def main(argv: list[str] | None = None) -> None:
            "NEWS_AI_EMBEDDING_BACKEND": args.backend, "NEWS_AI_EMBEDDING_PRECISION": args.precision}
     partitions = [FIRST, LAST]
     try:
-        results["embedding_run"] = materialize(EMBEDDING_SELECTION, partitions, env, log)
-        results["embedding_steps"] = last_run_steps(home)
-        print("embedding run", results["embedding_run"], flush=True)
-        results["pipeline_run"] = materialize("*", partitions, env, log)
-        results["pipeline_steps"] = last_run_steps(home)
-        print("pipeline run", results["pipeline_run"], flush=True)
-        if args.per_partition:
+        if args.mode in ("range", "both"):
+            results["embedding_run"] = materialize(EMBEDDING_SELECTION, partitions, env, log)
+            results["embedding_steps"] = last_run_steps(home)
+            print("embedding run", results["embedding_run"], flush=True)
+            results["pipeline_run"] = materialize("*", partitions, env, log)
+            results["pipeline_steps"] = last_run_steps(home)
+            print("pipeline run", results["pipeline_run"], flush=True)
+        if args.mode in ("daily", "both"):
             results["per_partition"] = {}
-            for i in range(14):
+            for i in range(args.days):
                 day = (dt.date.fromisoformat(FIRST) + dt.timedelta(days=i)).isoformat()
                 result = materialize("*", [day], env, log)
                 results["per_partition"][day] = {**result, "steps": last_run_steps(home)}

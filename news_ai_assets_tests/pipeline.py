@@ -1,5 +1,9 @@
 """Materialising the real asset graph into a temporary DuckDB file, as the tests need it."""
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -27,3 +31,19 @@ def materialize(
 def read_table(database: Path, table: str) -> pl.DataFrame:
     with connect(database, read_only=True) as conn:
         return conn.sql(f"SELECT * FROM {table}").pl()
+
+
+@contextmanager
+def another_process_holding(database: Path) -> Iterator[subprocess.Popen]:
+    """A second process with the DuckDB file open, as a notebook would have it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(database)!r}); print('ok', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

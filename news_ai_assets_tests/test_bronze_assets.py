@@ -122,3 +122,18 @@ def test_cli_materializes_one_partition_and_writes_nowhere_else(tmp_path, tiny_m
     assert days == [dt.date(2019, 11, 12)]
     assert list(home.rglob("*")) == []
     assert {p.name for p in work.iterdir()} <= {"cli.duckdb", "cli.duckdb.wal"}
+
+
+def test_paths_with_quotes_never_reach_sql_as_text(tmp_path, tiny_mind):
+    """Configuration is passed to DuckDB as parameters, so a hostile folder name is just a name."""
+    odd = tmp_path / "it's \"MIND\"; DROP TABLE x; --"
+    shutil.copytree(tiny_mind, odd / "data")
+    behaviors = odd / "data" / "MINDsample_train" / "behaviors.tsv"
+    with open(behaviors, "ab") as handle:
+        handle.write(b"999\tU1\tyesterday\t\tN1-1\n")
+    db = odd / "o'db.duckdb"
+    for _ in range(2):  # the second run replaces the file's rejects, matching on its odd name
+        materialize(db, odd / "data", "2019-11-12")
+    rejects = read_table(db, "bronze.rejects")
+    assert rejects.get_column("source_file").to_list() == [str(behaviors)]
+    assert read_table(db, "bronze.behaviors").height > 0

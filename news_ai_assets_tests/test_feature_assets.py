@@ -2,7 +2,6 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
 from news_ai_assets.settings import SETTINGS

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from news_ai_assets.definitions import daily_schedule
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
 from news_ai_assets.storage import connect, replace_rows
-from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets_tests.pipeline import another_process_holding, materialize, read_table
 
 
 @pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09")])
@@ -46,18 +46,10 @@ def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path,
 
 def test_a_run_fails_fast_when_another_process_holds_the_file(tmp_path, tiny_mind):
     db = tmp_path / "held.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ok"
+    with another_process_holding(db) as holder:
         result = materialize(db, tiny_mind, "2019-11-12", selection=["bronze/behaviors"], raise_on_error=False)
-        message = result.failure_data_for_node("bronze__behaviors").error.cause.message
-        assert f"locked by another process (PID {holder.pid})" in message and "close the notebook" in message
-    finally:
-        holder.kill()
-        holder.wait()
+    message = result.failure_data_for_node("bronze__behaviors").error.cause.message
+    assert f"locked by another process (PID {holder.pid})" in message and "close the notebook" in message
 
 
 KILLED_WRITER = textwrap.dedent(

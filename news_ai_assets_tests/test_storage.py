@@ -1,6 +1,4 @@
 import datetime as dt
-import subprocess
-import sys
 import time
 
 import duckdb
@@ -8,6 +6,7 @@ import polars as pl
 import pytest
 
 from news_ai_assets.storage import DuckDBLockedError, SchemaMismatchError, connect, replace_rows
+from news_ai_assets_tests.pipeline import another_process_holding
 
 DAY = "date = ?"
 
@@ -109,19 +108,11 @@ def test_feature_types_round_trip(tmp_path):
 
 def test_a_locked_file_fails_fast_naming_the_holder(tmp_path):
     db = tmp_path / "x.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ok"
+    with another_process_holding(db) as holder:
         started = time.monotonic()
         with pytest.raises(DuckDBLockedError, match=rf"locked by another process \(PID {holder.pid}\)"):
             connect(db)
         assert time.monotonic() - started < 10  # no silent retry loop
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_stream_of_batches_is_written_in_one_transaction(tmp_path):

@@ -22,18 +22,19 @@ BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
 NEWS = dg.AssetKey(["bronze", "news"])
 
 
-def lookback(last_offset: int) -> dg.TimeWindowPartitionMapping:
-    """Days D-W .. D+last_offset, for the lookback W of NEWS_AI_LOOKBACK_DAYS (none exist before the start)."""
-    return dg.TimeWindowPartitionMapping(
-        start_offset=-SETTINGS.lookback_days, end_offset=last_offset, allow_nonexistent_upstream_partitions=True
-    )
+# Days D-W .. D, for the lookback W of NEWS_AI_LOOKBACK_DAYS (days before the first partition don't exist).
+LOOKBACK_AND_DAY = dg.TimeWindowPartitionMapping(
+    start_offset=-SETTINGS.lookback_days, end_offset=0, allow_nonexistent_upstream_partitions=True
+)
 
 
 @dg.asset(
     key=["features", "interactions"],
     group_name="features",
     kinds={"duckdb", "polars"},
-    ins={"behaviors": dg.AssetIn(["bronze", "behaviors"])},
+    ins={"behaviors": dg.AssetIn(
+        BEHAVIORS, metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "impressions"]}
+    )},
     **PARTITIONED_TABLE,
 )
 def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> pl.DataFrame:
@@ -60,11 +61,11 @@ def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> 
     ins={
         "behaviors": dg.AssetIn(
             BEHAVIORS,
-            partition_mapping=lookback(0),
+            partition_mapping=LOOKBACK_AND_DAY,
             metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "history", "impressions",
                                   "impressions_count", "click_count", "click_ratio", "day_of_week", "hour_of_day"]},
         ),
-        "news": dg.AssetIn(NEWS, partition_mapping=lookback(0), metadata={"columns": ["news_id", "category", "subcategory"]}),
+        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["news_id", "category", "subcategory"]}),
     },
     **PARTITIONED_TABLE,
 )

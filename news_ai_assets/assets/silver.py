@@ -11,7 +11,7 @@ from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, in_partitions, non_finite_rows, partition_label, preview, require_materialized, sql_check,
     unique_rows,
 )
-from news_ai_assets.assets.features import BEHAVIORS, NEWS, lookback
+from news_ai_assets.assets.features import BEHAVIORS, LOOKBACK_AND_DAY, NEWS
 from news_ai_assets.compute.silver import daily_candidate_stats, silver_for_day, silver_stream
 from news_ai_assets.settings import SETTINGS
 
@@ -29,10 +29,10 @@ INTERACTIONS = dg.AssetKey(["features", "interactions"])
         "news_features": dg.AssetIn(["features", "news_features"]),
         "text_embeddings": dg.AssetIn(["features", "text_embeddings"], metadata={"columns": ["date", "news_id", "embedding"]}),
         "behaviors": dg.AssetIn(
-            BEHAVIORS, partition_mapping=lookback(0),
+            BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY,
             metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "history", "impressions", "click_count"]},
         ),
-        "news": dg.AssetIn(NEWS, partition_mapping=lookback(0), metadata={"columns": ["news_id", "category", "subcategory"]}),
+        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["news_id", "category", "subcategory"]}),
     },
     **PARTITIONED_TABLE,
 )
