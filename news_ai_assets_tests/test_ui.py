@@ -138,6 +138,7 @@ def test_a_screenshot_of_the_asset_graph(dagster_dev):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not browser:
         pytest.skip("no headless browser installed")
+    dagster_dev.graphql("mutation { setNuxSeen }")  # the first-visit community dialog, as "Skip" dismisses it
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "asset_graph.png"
     shot.unlink(missing_ok=True)
