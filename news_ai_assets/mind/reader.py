@@ -2,8 +2,8 @@
 
 MIND files are tab separated with no quoting (a title may start with `"`), so quoting
 is off. A malformed line never stops a read and is never dropped silently: DuckDB's
-reject store catches wrong field counts and invalid UTF-8 (with line numbers), the
-SQL below catches bad values, and every rejected line comes back with its reason.
+reject store catches invalid UTF-8 (with line numbers), the SQL below catches wrong field
+counts and bad values, and every rejected line comes back with its reason.
 Everything here is plain DuckDB/Polars and knows nothing of Dagster.
 """
 
@@ -16,7 +16,6 @@ import duckdb
 import polars as pl
 
 SPLITS = ("train", "dev", "test")
-LABELLED_SPLITS = ("train", "dev")
 _SPLIT_DIR = re.compile(r"^MIND\w*_(train|dev|test)$")
 
 BEHAVIOR_FIELDS = ("impression_id", "user_id", "time", "history", "impressions")
