@@ -83,7 +83,7 @@ def _fit_table_to(conn, table: str, incoming: str) -> list[str]:
     return added
 
 
-Rows = pl.DataFrame | pa.RecordBatchReader
+Rows = pl.DataFrame | pa.Table | pa.RecordBatchReader
 
 
 def replace_rows(
@@ -91,7 +91,7 @@ def replace_rows(
 ) -> tuple[list[str], int]:
     """Replaces the rows matching `where` with `rows`, in one transaction.
 
-    `rows` is a frame, or a stream of record batches that is inserted as it is produced (a
+    `rows` is a frame or Arrow table, or a stream of record batches that is inserted as it is produced (a
     partition bigger than memory). The table is created from the rows' schema when absent
     (also when there are none), so an empty partition is an empty table, not a missing one.
     Returns the columns added to the table and the number of rows written.
@@ -118,10 +118,6 @@ def replace_rows(
         conn.unregister("incoming_schema")
 
 
-def obj_schema(rows: Rows) -> pa.Schema:
-    return rows.to_arrow().schema if isinstance(rows, pl.DataFrame) else rows.schema
-
-
 def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
     """The WHERE clause for a table slice, with its values as parameters."""
     clauses, params = [], []
@@ -143,14 +139,15 @@ class PolarsPartitionHandler(DbTypeHandler[Rows]):
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Rows, connection
     ) -> Mapping[str, object]:
         where, params = _slice_filter(table_slice)
-        added, written = replace_rows(connection, table_slice.schema, table_slice.table, obj, where, params)
+        rows = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
+        added, written = replace_rows(connection, table_slice.schema, table_slice.table, rows, where, params)
         if added:
             context.log.warning(f"Added columns {added} to {table_slice.schema}.{table_slice.table}; "
                                 "partitions written earlier hold NULL there until re-materialised.")
         return {
             "dagster/row_count": written,
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(field.name, str(field.type)) for field in obj_schema(obj)]
+                columns=[dg.TableColumn(field.name, str(field.type)) for field in rows.schema]
             ),
             "migrated_columns": ", ".join(added) or "none",
         }

@@ -1,5 +1,6 @@
 """What every asset in the graph shares: partitions, the DuckDB pool, and the metadata the UI shows."""
 
+import datetime as dt
 import resource
 import sys
 import time
@@ -65,6 +66,12 @@ def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
     context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
 
 
+def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The days of the run's partition window (one, or a backfill's range)."""
+    window = context.partition_time_window
+    return [window.start.date() + dt.timedelta(days=i) for i in range((window.end - window.start).days)]
+
+
 def partition_label(context: dg.AssetExecutionContext) -> str:
     window = context.partition_time_window
     return f"{window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d} (end exclusive)"
@@ -113,6 +120,15 @@ def in_partitions(table: str) -> str:
     return f"(SELECT * FROM {table} WHERE date >= $start AND date < $end)"
 
 
+def no_rows_where(table: str, condition: str, label: str, extra: str = "") -> str:
+    """A check query that passes when no row of the checked partitions matches `condition`,
+    reporting their count as `label` (and any `extra` select items)."""
+    return (
+        f"SELECT count(*) FILTER (WHERE {condition}) = 0 AS passed, count(*) FILTER (WHERE {condition}) AS {label}"
+        f"{', ' + extra if extra else ''} FROM {in_partitions(table)}"
+    )
+
+
 def non_finite_rows(table: str) -> Callable[[duckdb.DuckDBPyConnection], str]:
     """A check query counting rows with NaN or infinite values in any float column of `table`."""
     schema, name = table.split(".")
@@ -125,8 +141,7 @@ def non_finite_rows(table: str) -> Callable[[duckdb.DuckDBPyConnection], str]:
             ).fetchall()
             if type_ in ("FLOAT", "DOUBLE")
         ]
-        bad = " OR ".join(f"NOT isfinite({quote(c)})" for c in floats) or "false"
-        return f"SELECT count(*) FILTER (WHERE {bad}) = 0 AS passed, count(*) FILTER (WHERE {bad}) AS non_finite_rows FROM {in_partitions(table)}"
+        return no_rows_where(table, " OR ".join(f"NOT isfinite({quote(c)})" for c in floats) or "false", "non_finite_rows")
 
     return query
 

@@ -1,13 +1,13 @@
 """Feature layer: per-day feature tables derived from bronze."""
 
-import datetime as dt
 import time
 
 import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, in_partitions, non_finite_rows, partition_label, preview, require_materialized, sql_check,
+    PARTITIONED_TABLE, no_rows_where, non_finite_rows, partition_days, partition_label, preview,
+    require_materialized, sql_check,
     timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors
@@ -75,11 +75,9 @@ def user_features(
     """Per user active on D, as of the start of D: the W days before D plus the history list, never D's labels."""
     require_materialized(context, "behaviors", BEHAVIORS)
     require_materialized(context, "news", NEWS)
-    time_window = context.partition_time_window
-    days = [time_window.start.date() + dt.timedelta(days=i) for i in range((time_window.end - time_window.start).days)]
     with timed(context, "compute") as timing:
         news = news.unique("news_id")
-        frames = [user_features_for_day(behaviors, news, day, SETTINGS.lookback_days) for day in days]
+        frames = [user_features_for_day(behaviors, news, day, SETTINGS.lookback_days) for day in partition_days(context)]
         features = pl.concat(frames)
     context.add_output_metadata(
         {
@@ -132,7 +130,7 @@ def text_embeddings(
     hashes = texts.get_column("text_hash")
     with duckdb_database.connect() as conn:
         ensure_cache(conn)
-        known = cached_vectors(conn, key, hashes)
+        known = cached_vectors(conn, key, hashes, with_vectors=False)
         todo = texts.unique("text_hash", keep="first").join(known, on="text_hash", how="anti").sort("text_hash")
         context.log.info(f"{hashes.n_unique()} distinct texts: {known.height} cached, {todo.height} to embed")
         encoder, seconds = None, 0.0
@@ -181,10 +179,7 @@ feature_checks = [
               non_finite_rows("features.news_features")),
     sql_check(
         dg.AssetKey(["features", "text_embeddings"]), "unit_vectors", "Every vector is L2-normalised and finite.",
-        f"""SELECT count(*) FILTER (WHERE NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4) = 0
-                   AS passed,
-                   count(*) FILTER (WHERE NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4)
-                   AS bad_vectors
-            FROM {in_partitions("features.text_embeddings")}""",
+        no_rows_where("features.text_embeddings",
+                      "NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4", "bad_vectors"),
     ),
 ]

@@ -1,6 +1,5 @@
 """Silver layer: the model-ready table, and the checks that gate it."""
 
-import datetime as dt
 import itertools
 
 import dagster as dg
@@ -8,7 +7,8 @@ import polars as pl
 import pyarrow as pa
 
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, in_partitions, non_finite_rows, partition_label, preview, require_materialized, sql_check,
+    PARTITIONED_TABLE, in_partitions, no_rows_where, non_finite_rows, partition_days, partition_label, preview,
+    require_materialized, sql_check,
     unique_rows,
 )
 from news_ai_assets.assets.features import BEHAVIORS, LOOKBACK_AND_DAY, NEWS
@@ -51,8 +51,6 @@ def training_examples(
     """
     require_materialized(context, "behaviors", BEHAVIORS)
     require_materialized(context, "news", NEWS)
-    window = context.partition_time_window
-    days = [window.start.date() + dt.timedelta(days=i) for i in range((window.end - window.start).days)]
     missing_news = interactions.join(news_features, on=["date", "news_id"], how="anti").height
     missing_embedding = interactions.join(text_embeddings, on=["date", "news_id"], how="anti").height
     if missing_news or missing_embedding:
@@ -66,7 +64,7 @@ def training_examples(
             interactions, user_features, news_features, text_embeddings, behaviors, news, day,
             SETTINGS.lookback_days, daily_candidates,
         )
-        for day in days
+        for day in partition_days(context)
     )
     first = next(chunks)
     context.add_output_metadata(
@@ -101,9 +99,8 @@ silver_checks = [
     ),
     sql_check(
         SILVER, "similarity_in_range", "history_similarity is a cosine: within [-1, 1].",
-        f"""SELECT count(*) FILTER (WHERE history_similarity NOT BETWEEN -1 AND 1) = 0 AS passed,
-                   min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity
-            FROM {in_partitions(SILVER_TABLE)}""",
+        no_rows_where(SILVER_TABLE, "history_similarity NOT BETWEEN -1 AND 1", "out_of_range_rows",
+                      "min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity"),
     ),
     sql_check(SILVER, "features_finite", "No NaN or infinite feature.", non_finite_rows(SILVER_TABLE)),
     sql_check(

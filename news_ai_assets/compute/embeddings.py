@@ -35,12 +35,14 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def cached_vectors(conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: pl.Series) -> pl.DataFrame:
-    """text_hash, embedding for those of `hashes` already in the cache."""
+def cached_vectors(
+    conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: pl.Series, with_vectors: bool = True
+) -> pl.DataFrame:
+    """text_hash (and embedding, unless with_vectors is false) for those of `hashes` already cached."""
     conn.register("wanted_hashes", pl.DataFrame({"text_hash": hashes.unique()}).to_arrow())
     try:
         return conn.sql(
-            f"SELECT c.text_hash, c.embedding FROM {CACHE_SCHEMA}.{CACHE_TABLE} c "
+            f"SELECT c.text_hash{', c.embedding' if with_vectors else ''} FROM {CACHE_SCHEMA}.{CACHE_TABLE} c "
             "JOIN wanted_hashes w USING (text_hash) WHERE c.cache_key = $key ORDER BY c.text_hash",
             params={"key": cache_key},
         ).pl()
