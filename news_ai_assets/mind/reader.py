@@ -161,6 +161,9 @@ def _read(
 
 
 # One regular expression per field and line, not per token: MIND-large has 5 M lines of ~70 ids.
+# MIND's own format, strictly: strptime alone reads "11/10/201  1:25" as the year 201, a day no
+# partition holds, so such a line would be neither a row nor a reject.
+_TIME_FORMAT = "[0-9]{1,2}/[0-9]{1,2}/[0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M"
 _NEWS_IDS = "N[0-9]+( N[0-9]+)*"
 _LABELLED = "N[0-9]+-[01]( N[0-9]+-[01])*"
 _ANY_TOKENS = "N[0-9]+(-[01])?( N[0-9]+(-[01])?)*"
@@ -169,6 +172,7 @@ _BEHAVIORS_VALIDATION = f"""
 texts AS (
     SELECT raw_line, user_id, CASE {_field_count_problem(BEHAVIOR_FIELDS)} END AS field_count_problem,
         TRY_CAST(impression_id AS INTEGER) AS impression_id,
+        regexp_full_match(time, '{_TIME_FORMAT}') AS time_well_formed,
         try_strptime(time, '%m/%d/%Y %I:%M:%S %p') AS time,
         trim(coalesce(history, '')) AS history_text,
         trim(coalesce(impressions, ''), ' ' || chr(13)) AS impressions_text  -- CRLF files too
@@ -180,7 +184,8 @@ texts AS (
             WHEN field_count_problem IS NOT NULL THEN field_count_problem
             WHEN impression_id IS NULL OR impression_id <= 0 THEN 'impression_id is not a positive integer'
             WHEN user_id = '' OR regexp_matches(user_id, '\\s') THEN 'missing or malformed user_id'
-            WHEN time IS NULL THEN 'unparseable time'
+            WHEN time IS NULL OR NOT time_well_formed THEN 'unparseable time'
+            WHEN year(time) NOT BETWEEN 1970 AND 2099 THEN 'implausible time (year outside 1970-2099)'
             WHEN history_text <> '' AND NOT regexp_full_match(history_text, '{_NEWS_IDS}') THEN 'malformed history news id'
             WHEN impressions_text = '' THEN 'no impressions'
             WHEN NOT labelled AND NOT regexp_full_match(impressions_text, '{_NEWS_IDS}') THEN
