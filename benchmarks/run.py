@@ -70,9 +70,11 @@ def last_run_steps(home: Path) -> dict[str, dict]:
         for record in records:
             materialization = record.event_log_entry.asset_materialization
             step = steps.setdefault("__".join(materialization.asset_key.path), {})
-            for key in ("dagster/row_count", "newly_embedded", "cache_hits", "texts_per_second", "device"):
-                if key in materialization.metadata:
-                    step[key.removeprefix("dagster/")] = materialization.metadata[key].value
+            metadata = materialization.metadata
+            step["row_count"] = step.get("row_count", 0) + metadata["dagster/row_count"].value  # one event per partition
+            for key in ("run_newly_embedded", "run_cache_hits", "run_texts_per_second", "device"):
+                if key in metadata:
+                    step[key.removeprefix("run_")] = metadata[key].value
     for step in steps.values():
         if step.get("row_count") and step.get("step_s"):
             step["rows_per_s"] = round(step["row_count"] / step["step_s"])
@@ -91,7 +93,7 @@ def baseline_comparison(mind_dir: Path, users: int) -> dict:
 
     day = dt.date(2019, 11, 14)
     splits = discover_splits(mind_dir)
-    behaviors, _ = read_behaviors(splits, day - dt.timedelta(days=7), day + dt.timedelta(days=1))
+    behaviors = read_behaviors(splits, day - dt.timedelta(days=7), day + dt.timedelta(days=1)).rows
     sample_users = behaviors.filter(pl.col("date") == day).get_column("user_id").unique(maintain_order=True).head(users)
     sample = behaviors.filter(pl.col("user_id").is_in(sample_users.implode()))
     news = read_news(splits)[0].select("news_id", "category", "subcategory")

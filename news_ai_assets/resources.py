@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from news_ai_assets.embedding_model import DEFAULT_MODEL, Encoder, EncoderSpec, load_encoder
+from news_ai_assets.embedding_model import DEFAULT_MODEL, Encoder, EncoderSpec, check_options, load_encoder, resolve_device
 from news_ai_assets.mind import sample
 from news_ai_assets.mind.reader import SplitDir, discover_splits
 
@@ -17,6 +17,11 @@ class MindSource(dg.ConfigurableResource):
     mind_dir: str | None = None
     sample_dir: str
     sample_scale: str = "demo"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A configured folder that isn't usable fails the run before any step writes."""
+        if self.mind_dir:
+            discover_splits(Path(self.mind_dir))
 
     def split_dirs(self, log) -> list[SplitDir]:
         if self.mind_dir:
@@ -60,6 +65,11 @@ class EmbeddingModel(dg.ConfigurableResource):
     batch_size: int = 32
     max_seq_length: int | None = None
     text_fields: str = "title_abstract"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Device, backend and precision are checked when the run starts, before any step writes,
+        also when every text is cached and the model never loads."""
+        check_options(self.backend, self.precision, resolve_device(self.device))
 
     @property
     def spec(self) -> EncoderSpec:

@@ -1,14 +1,28 @@
-"""Configuration read from NEWS_AI_* environment variables (see README, "Configuration")."""
+"""Configuration read from NEWS_AI_* environment variables (see README, "Configuration").
+
+Every setting is checked for type and range when the definitions load, with a message naming
+the variable, so a bad value stops `dagster dev` and the CLI before any run starts.
+"""
 
 import datetime as dt
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
+from news_ai_assets.embedding_model import BACKENDS, DEVICES, PRECISIONS
+from news_ai_assets.storage import NotADuckDBFileError, check_database_file
+
 DEFAULT_START_DATE = "2019-11-09"
 DEFAULT_END_DATE = "2019-11-22"
+EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
+MAX_LOOKBACK_DAYS = 365
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value the pipeline can't use."""
 
 
 @dataclass(frozen=True)
@@ -32,34 +46,59 @@ class Settings:
 def _date(name: str, default: str) -> dt.date:
     raw = os.environ.get(name, default)
     try:
-        return dt.date.fromisoformat(raw)
+        value = dt.date.fromisoformat(raw)
     except ValueError as err:
-        raise ValueError(f"{name}={raw!r} is not a date in YYYY-MM-DD form") from err
+        raise SettingError(f"{name}={raw!r} is not a date in YYYY-MM-DD form") from err
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise SettingError(f"{name}={raw!r} is outside {EARLIEST_DATE} .. {LATEST_DATE}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise SettingError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _whole_number(name: str, default: str, low: int, high: int) -> int:
+    raw = os.environ.get(name, default)
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingError(f"{name}={raw!r} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _share(name: str, default: str) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN fails too
+        raise SettingError(f"{name}={raw!r} must be a number from 0 to 1")
+    return value
 
 
 def load_settings() -> Settings:
     mind_dir = os.environ.get("NEWS_AI_MIND_DIR") or None
     start, end = _date("NEWS_AI_START_DATE", DEFAULT_START_DATE), _date("NEWS_AI_END_DATE", DEFAULT_END_DATE)
     if end < start:
-        raise ValueError(f"NEWS_AI_END_DATE {end} is before NEWS_AI_START_DATE {start}")
-    lookback = os.environ.get("NEWS_AI_LOOKBACK_DAYS", "7")
-    if not lookback.isdigit() or int(lookback) < 1:
-        raise ValueError(f"NEWS_AI_LOOKBACK_DAYS={lookback!r} must be a positive whole number of days")
-    max_missing = os.environ.get("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.05")
+        raise SettingError(f"NEWS_AI_END_DATE {end} is before NEWS_AI_START_DATE {start}")
+    duckdb_path = Path(os.environ.get("NEWS_AI_DUCKDB_PATH") or "data/news_ai.duckdb").expanduser().absolute()
     try:
-        max_missing_share = float(max_missing)
-    except ValueError as err:
-        raise ValueError(f"NEWS_AI_MAX_MISSING_CROSS_SHARE={max_missing!r} must be a number in [0, 1]") from err
+        check_database_file(duckdb_path)
+    except NotADuckDBFileError as err:
+        raise SettingError(f"NEWS_AI_DUCKDB_PATH: {err}") from err
     return Settings(
-        mind_dir=Path(mind_dir).expanduser().resolve() if mind_dir else None,
-        duckdb_path=Path(os.environ.get("NEWS_AI_DUCKDB_PATH", "data/news_ai.duckdb")).expanduser().resolve(),
+        mind_dir=Path(mind_dir).expanduser().absolute() if mind_dir else None,
+        duckdb_path=duckdb_path,
         start_date=start,
         end_date=end,
-        embedding_device=os.environ.get("NEWS_AI_EMBEDDING_DEVICE", "auto"),
-        embedding_backend=os.environ.get("NEWS_AI_EMBEDDING_BACKEND", "torch"),
-        embedding_precision=os.environ.get("NEWS_AI_EMBEDDING_PRECISION", "fp32"),
-        lookback_days=int(lookback),
-        max_missing_cross_share=max_missing_share,
+        embedding_device=_choice("NEWS_AI_EMBEDDING_DEVICE", "auto", DEVICES),
+        embedding_backend=_choice("NEWS_AI_EMBEDDING_BACKEND", "torch", BACKENDS),
+        embedding_precision=_choice("NEWS_AI_EMBEDDING_PRECISION", "fp32", PRECISIONS),
+        lookback_days=_whole_number("NEWS_AI_LOOKBACK_DAYS", "7", 1, MAX_LOOKBACK_DAYS),
+        max_missing_cross_share=_share("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.05"),
     )
 
 

@@ -1,46 +1,87 @@
-"""DuckDB storage: one file, one schema per layer, every partition replaced atomically.
+"""DuckDB storage: one file, one schema per layer, every partition replaced atomically and recorded.
 
-Built on dagster-duckdb's DbIOManager, with the parts that lose data replaced: the
-stock client deletes a partition in autocommit before inserting (a failed insert has
-already lost it), inserts by position, retries a locked file for minutes and leaks
-the connection when a write raises. Here a write is one transaction (delete + insert
-by name), new columns are added to the stored table, incompatible ones stop the run
-before anything is deleted, and a locked file fails at once with the lock holder.
+Built on dagster-duckdb's DbIOManager, with the parts that lose data replaced: the stock client
+deletes a partition in autocommit before inserting (a failed insert has already lost it), inserts
+by position, retries a locked file for minutes and leaks the connection when a write raises. Here
+a write is one transaction: delete, insert by name, and a row in `meta.partition_writes` per day
+with the count written. That record is how a later run knows, from the database itself, that a
+day it reads was materialised here (possibly empty) rather than never written; no load reads a
+day without one. New columns are added to the stored table, integer columns widen, and other
+changes stop the run before anything is deleted. A run holds the file for its whole length
+(run_lock.py), and a file held by another program fails the run before any step writes.
 """
 
+import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pyarrow as pa
-from dagster._core.definitions.partitions.utils import TimeWindow
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
+
+from news_ai_assets import run_lock
+from news_ai_assets.dagster_internals import DbIOManager, DbTypeHandler, TableSlice, add_partition_metadata
+from news_ai_assets.duckdb_config import open_duckdb
+
+LEDGER = "meta.partition_writes"
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
 
 class DuckDBLockedError(RuntimeError):
     """Another process holds the DuckDB file."""
 
 
+class NotADuckDBFileError(ValueError):
+    """The configured path holds something other than a DuckDB database."""
+
+
 class SchemaMismatchError(RuntimeError):
     """A partition's columns don't fit the stored table; nothing was deleted."""
+
+
+class StorageWriteError(RuntimeError):
+    """A write failed and was rolled back: the previous rows are still there."""
 
 
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def check_database_file(database: str | Path) -> None:
+    """Refuses a path that is not a DuckDB database or a place to create one.
+
+    DuckDB opens a Parquet or CSV file as an empty in-memory database, so a run pointed at one
+    would report row counts and store nothing.
+    """
+    path = Path(database)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADuckDBFileError(f"{path} cannot hold a DuckDB database: {path.parent} is not a folder")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise NotADuckDBFileError(f"{path} is not a DuckDB database file (it is not a regular file)")
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+    if header[8:12] != DUCKDB_MAGIC:
+        raise NotADuckDBFileError(
+            f"{path} is not a DuckDB database (its first bytes are {header[:12]!r}); refusing to use it. Point "
+            "NEWS_AI_DUCKDB_PATH at an existing .duckdb file or at a path that does not exist yet."
+        )
+
+
 def connect(database: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Opens the pipeline's DuckDB file, failing fast (no silent retries) when it is locked."""
     database = Path(database)
+    check_database_file(database)
     if not read_only:
         database.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = duckdb.connect(str(database), read_only=read_only, config={"custom_user_agent": "news_ai_assets"})
+        return open_duckdb(database, read_only=read_only)
     except duckdb.IOException as err:
         if "lock" not in str(err).lower():
             raise
@@ -51,19 +92,27 @@ def connect(database: str | Path, read_only: bool = False) -> duckdb.DuckDBPyCon
             "run), and read while the pipeline runs from a snapshot (README: 'Reading while the pipeline runs'). "
             f"DuckDB said: {err}"
         ) from err
-    conn.execute("SET enable_progress_bar = false")
-    return conn
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     return {name: type_ for name, type_, *_ in conn.execute(f"DESCRIBE {relation}").fetchall()}
 
 
+_INTEGER_BYTES = {"TINYINT": 1, "SMALLINT": 2, "INTEGER": 4, "BIGINT": 8}
+
+
+def _widens(stored: str, new: str) -> bool:
+    """A lossless change of type: a wider integer."""
+    return _INTEGER_BYTES.get(new, 0) > _INTEGER_BYTES.get(stored, 9)
+
+
 def _fit_table_to(conn, table: str, incoming: str) -> list[str]:
-    """Adds the incoming relation's new columns to `table`; refuses missing or retyped ones."""
+    """Adds the incoming relation's new columns to `table` and widens integer columns; refuses
+    missing or otherwise retyped ones. Returns what it changed."""
     stored, new = _columns(conn, table), _columns(conn, incoming)
     missing = [c for c in stored if c not in new]
-    retyped = [f"{c} ({stored[c]} -> {new[c]})" for c in stored if c in new and stored[c] != new[c]]
+    retyped = [f"{c} ({stored[c]} -> {new[c]})" for c in stored if c in new and stored[c] != new[c]
+               and not _widens(stored[c], new[c])]
     if missing or retyped:
         problems = "; ".join(
             part
@@ -77,52 +126,163 @@ def _fit_table_to(conn, table: str, incoming: str) -> list[str]:
             f"{table} no longer matches the asset's output ({problems}). Nothing was deleted. Revert the "
             f"change, or drop the table (DROP TABLE {table}) and re-materialise every partition."
         )
-    added = [c for c in new if c not in stored]
-    for column in added:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {new[column]}")
-    return added
+    changed = []
+    for column in new:
+        if column not in stored:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {new[column]}")
+            changed.append(column)
+        elif stored[column] != new[column]:
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(column)} TYPE {new[column]}")
+            changed.append(f"{column} ({stored[column]} -> {new[column]})")
+    return changed
+
+
+def _ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    conn.execute("CREATE SEQUENCE IF NOT EXISTS meta.partition_write_id")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEDGER} (write_id BIGINT NOT NULL DEFAULT nextval('meta.partition_write_id'), "
+        "table_name VARCHAR NOT NULL, date DATE NOT NULL, row_count BIGINT NOT NULL, "
+        "written_at TIMESTAMP NOT NULL, run_id VARCHAR)"
+    )
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
+    ).fetchall() == [(1,)]
+
+
+def recorded_partitions(conn: duckdb.DuckDBPyConnection, table: str, days: Sequence[dt.date]) -> dict[dt.date, int]:
+    """Per day of `days` that `table` (schema.table) was written for, the row count of its last write."""
+    if not days or not _has_table(conn, *LEDGER.split(".")):
+        return {}
+    rows = conn.execute(
+        f"SELECT date, arg_max(row_count, write_id) FROM {LEDGER} WHERE table_name = ? AND date BETWEEN ? AND ? "
+        "GROUP BY date",
+        [table, min(days), max(days)],
+    ).fetchall()
+    return {day: count for day, count in rows if day in set(days)}
+
+
+@dataclass(frozen=True)
+class Written:
+    changed_columns: list[str]
+    rows: int
+    rows_by_day: dict[dt.date, int]  # every day written, 0 included; empty for tables without days
 
 
 Rows = pl.DataFrame | pa.Table | pa.RecordBatchReader
 
 
+def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
+    try:
+        conn.rollback()
+    except duckdb.Error:
+        pass  # a failed COMMIT ends the transaction itself; the error being raised is the one that matters
+
+
 def replace_rows(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: Rows, where: str, params: Sequence
-) -> tuple[list[str], int]:
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: Rows, where: str, params: Sequence, *,
+    days: Sequence[dt.date] | None = None, day_column: str = "date", run_id: str | None = None,
+) -> Written:
     """Replaces the rows matching `where` with `rows`, in one transaction.
 
     `rows` is a frame or Arrow table, or a stream of record batches that is inserted as it is produced (a
     partition bigger than memory). The table is created from the rows' schema when absent
     (also when there are none), so an empty partition is an empty table, not a missing one.
-    Returns the columns added to the table and the number of rows written.
+    With `days` (the partitions `where` selects), each day's count is recorded in meta.partition_writes
+    in the same transaction, and rows outside those days are refused.
     """
     qualified = f"{quote(schema)}.{quote(table)}"
     incoming = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
     conn.register("incoming_schema", pa.Table.from_batches([], incoming.schema))
     conn.register("incoming_rows", incoming)
-    conn.begin()
     try:
+        conn.begin()
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming_schema")
-        added = _fit_table_to(conn, qualified, "incoming_schema")
+        changed = _fit_table_to(conn, qualified, "incoming_schema")
         conn.execute(f"DELETE FROM {qualified} WHERE {where}", list(params))
-        conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_rows")
-        written = conn.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", list(params)).fetchall()[0][0]
+        inserted = conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_rows").fetchall()[0][0]
+        by_day = {}
+        if days is None:
+            written = conn.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", list(params)).fetchall()[0][0]
+        else:
+            counted = dict(conn.execute(
+                f"SELECT {day_column}::DATE, count(*) FROM {qualified} WHERE {where} GROUP BY 1", list(params)
+            ).fetchall())
+            by_day = {day: counted.get(day, 0) for day in days}
+            written = sum(by_day.values())
+            _ensure_ledger(conn)
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            conn.executemany(
+                f"INSERT INTO {LEDGER} (table_name, date, row_count, written_at, run_id) VALUES (?, ?, ?, ?, ?)",
+                [[f"{schema}.{table}", day, count, now, run_id] for day, count in by_day.items()],
+            )
+        if inserted != written:
+            raise StorageWriteError(
+                f"{inserted - written} of the {inserted} rows for {schema}.{table} fall outside the partitions "
+                "being written; nothing was written"
+            )
         conn.commit()
-        return added, written
+        return Written(changed, written, by_day)
+    except duckdb.Error as err:
+        _rollback(conn)
+        raise StorageWriteError(f"writing {schema}.{table} failed, so its previous rows are kept. {err}") from err
     except BaseException:
-        conn.rollback()
+        _rollback(conn)
         raise
     finally:
         conn.unregister("incoming_rows")
         conn.unregister("incoming_schema")
 
 
+def _describe_days(days: Sequence[dt.date]) -> str:
+    shown = ", ".join(str(d) for d in days[:10])
+    return shown + (f" and {len(days) - 10} more" if len(days) > 10 else "")
+
+
+def materialize_command(asset: str, days: Sequence[dt.date]) -> str:
+    span = f"--partition {days[0]}" if len(days) == 1 else f"--partition-range {min(days)}...{max(days)}"
+    return f"dagster asset materialize -m news_ai_assets.definitions --select '{asset}' {span}"
+
+
+def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, days: Sequence[dt.date],
+                    day_column: str = "date") -> None:
+    """Fails unless every day of `days` was materialised into schema.table here and still holds
+    what that write recorded. Decided from the database, never from run history: a run whose
+    inputs are missing stops instead of computing features from a short window."""
+    recorded = recorded_partitions(conn, f"{schema}.{table}", days)
+    missing = [day for day in days if day not in recorded]
+    asset = f"{schema}/{table}"
+    database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
+    if missing:
+        raise dg.Failure(
+            f"{asset} has never been materialised in {database} for {_describe_days(missing)}, which this run "
+            f"reads. Materialise those days first: {materialize_command(asset, missing)} "
+            "(a run over a whole range materialises everything it needs in order)."
+        )
+    stored = dict(conn.execute(
+        f"SELECT {day_column}::DATE, count(*) FROM {quote(schema)}.{quote(table)} "
+        f"WHERE {day_column} >= ? AND {day_column} < ? GROUP BY 1",
+        [min(days), max(days) + dt.timedelta(days=1)],
+    ).fetchall())
+    changed = [f"{day} ({stored.get(day, 0)} rows stored, {recorded[day]} written)" for day in days
+               if stored.get(day, 0) != recorded[day]]
+    if changed:
+        raise dg.Failure(
+            f"{schema}.{table} in {database} no longer holds what its last materialisation wrote for "
+            f"{', '.join(changed)}: it was changed outside the pipeline. Re-materialise those days: "
+            f"{materialize_command(asset, [d for d in days if stored.get(d, 0) != recorded[d]])}"
+        )
+
+
 def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
     """The WHERE clause for a table slice, with its values as parameters."""
     clauses, params = [], []
     for dimension in table_slice.partition_dimensions or []:
-        if isinstance(dimension.partitions, TimeWindow):
+        if isinstance(dimension.partitions, dg.TimeWindow):
             clauses.append(f"{dimension.partition_expr} >= ? AND {dimension.partition_expr} < ?")
             params += [dimension.partitions.start.replace(tzinfo=None), dimension.partitions.end.replace(tzinfo=None)]
         else:
@@ -132,6 +292,15 @@ def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
     return " AND ".join(clauses) or "true", params
 
 
+def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
+    """The days a daily-partitioned slice covers, and its partition column (None: not daily)."""
+    for dimension in table_slice.partition_dimensions or []:
+        if isinstance(dimension.partitions, dg.TimeWindow):
+            start, end = dimension.partitions.start.date(), dimension.partitions.end.date()
+            return [start + dt.timedelta(days=i) for i in range((end - start).days)], dimension.partition_expr
+    return None, "date"
+
+
 class PolarsPartitionHandler(DbTypeHandler[Rows]):
     """Stores Polars frames or record-batch streams; loads a partition range as one frame, in stored order."""
 
@@ -139,30 +308,28 @@ class PolarsPartitionHandler(DbTypeHandler[Rows]):
         self, context: dg.OutputContext, table_slice: TableSlice, obj: Rows, connection
     ) -> Mapping[str, object]:
         where, params = _slice_filter(table_slice)
-        rows = obj.to_arrow() if isinstance(obj, pl.DataFrame) else obj
-        added, written = replace_rows(connection, table_slice.schema, table_slice.table, rows, where, params)
-        if added:
-            context.log.warning(f"Added columns {added} to {table_slice.schema}.{table_slice.table}; "
-                                "partitions written earlier hold NULL there until re-materialised.")
-        return {
-            "dagster/row_count": written,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(field.name, str(field.type)) for field in rows.schema]
-            ),
-            "migrated_columns": ", ".join(added) or "none",
-        }
+        days, day_column = _slice_days(table_slice)
+        schema, table = table_slice.schema, table_slice.table
+        written = replace_rows(connection, schema, table, obj, where, params, days=days, day_column=day_column,
+                               run_id=context.run_id)
+        if written.changed_columns:
+            context.log.warning(f"Changed columns {written.changed_columns} of {schema}.{table}; partitions written "
+                                "earlier hold NULL in added columns until re-materialised.")
+        for day, count in written.rows_by_day.items():  # each partition's own figures, also in a range run
+            add_partition_metadata(context, day.isoformat(), {
+                "dagster/row_count": count,
+                "Query": f"SELECT * FROM {schema}.{table} WHERE {day_column} = '{day}'",
+            })
+        return {"dagster/row_count": written.rows, "migrated_columns": ", ".join(written.changed_columns) or "none"}
 
     def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
         table = f"{quote(table_slice.schema)}.{quote(table_slice.table)}"
+        days, day_column = _slice_days(table_slice)
+        if days:
+            require_written(connection, table_slice.schema, table_slice.table, days, day_column)
         columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
         where, params = _slice_filter(table_slice)
-        try:
-            return connection.sql(f"SELECT {columns} FROM {table} WHERE {where}", params=params).pl()
-        except duckdb.CatalogException as err:
-            raise dg.Failure(
-                f"{table_slice.schema}.{table_slice.table} is not in the database yet: materialise "
-                f"{table_slice.schema}/{table_slice.table} first. ({err})"
-            ) from err
+        return connection.sql(f"SELECT {columns} FROM {table} WHERE {where}", params=params).pl()
 
     @property
     def supported_types(self) -> Sequence[type]:
@@ -188,6 +355,39 @@ class _AtomicDuckDbClient(DuckDbClient):
             conn.close()
 
 
+def _hold_for_run(database: str, context: dg.InitResourceContext) -> None:
+    """Takes the run lock of `database`, then opens the file once, so that a file another program
+    holds fails the run before any step has written."""
+    instance = context.instance
+    previous = run_lock.acquire(
+        database, context.log,
+        {"run_id": context.run_id, "dagster_home": instance.root_directory if instance else None},
+    )
+    try:
+        if previous and "released_at" not in previous:
+            _report_dead_holder(database, previous, context)
+        connect(database).close()
+    except BaseException:
+        run_lock.release(database)
+        raise
+
+
+def _report_dead_holder(database: str, previous: dict, context: dg.InitResourceContext) -> None:
+    """The previous holder's process died holding the lock (the kernel released it): its run
+    would show as running forever, so it is marked failed when it belongs to this instance."""
+    instance = context.instance
+    run = (
+        instance.get_run_by_id(previous["run_id"])
+        if instance and previous.get("run_id") and previous.get("dagster_home") == instance.root_directory
+        else None
+    )
+    message = f"The previous run on {database}, {run_lock.describe(previous)}, ended without releasing it: its process died."
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(run, f"{message} Marked failed by run {context.run_id}.")
+        message += " It is marked failed now."
+    context.log.warning(message)
+
+
 class DuckDBPolarsIOManager(DuckDBIOManager):
     """Polars frames in DuckDB tables named schema.table after the asset key (bronze/news -> bronze.news)."""
 
@@ -198,6 +398,12 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
     @staticmethod
     def default_load_type() -> type:
         return pl.DataFrame
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _hold_for_run(self.database, context)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        run_lock.release(self.database)
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(
@@ -211,9 +417,16 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
 
 
 class DuckDBDatabase(dg.ConfigurableResource):
-    """Direct access to the pipeline's DuckDB file, for tables that are not asset outputs (rejects, caches)."""
+    """Direct access to the pipeline's DuckDB file, for tables that are not asset outputs (rejects,
+    caches, partition records) and for checks. Holds the file for the run, like the IO manager."""
 
     database: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _hold_for_run(self.database, context)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        run_lock.release(self.database)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,34 +1,39 @@
-"""Prints row counts per table and partition: `python -m news_ai_assets.summary` after a run."""
+"""Prints what each partition holds after a run: `python -m news_ai_assets.summary`.
+
+Row counts per table and day come from meta.partition_writes, the record every partition write
+adds in its own transaction, so a day materialised empty reads 0 and a day never materialised is blank.
+"""
 
 import polars as pl
 
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import connect, quote
+from news_ai_assets.storage import LEDGER, connect, quote
+
+SIDE_TABLES = ("bronze.rejects", "features.embedding_cache")
 
 
-def table_counts(database) -> pl.DataFrame:
+def partition_counts(database) -> pl.DataFrame:
+    """Rows per partition (one row per day, one column per table), as their last write recorded them."""
     with connect(database, read_only=True) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema IN ('bronze', 'features', 'silver') ORDER BY 1, 2"
-        ).fetchall()
-        frames = []
-        for schema, table in tables:
-            has_date = conn.execute(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ? AND column_name = 'date'", [schema, table]
-            ).fetchall() == [(1,)]
-            qualified = f"{quote(schema)}.{quote(table)}"
-            query = (
-                f"SELECT date::VARCHAR AS partition, count(*) AS rows FROM {qualified} GROUP BY 1"
-                if has_date else f"SELECT 'all' AS partition, count(*) AS rows FROM {qualified}"
-            )
-            frames.append(conn.sql(query).pl().with_columns(table=pl.lit(f"{schema}.{table}")))
-    counts = pl.concat(frames).cast({"rows": pl.Int64})
-    return counts.pivot(on="table", index="partition", values="rows").sort("partition")
+        counts = conn.sql(
+            f"SELECT date::VARCHAR AS partition, table_name, arg_max(row_count, write_id) AS rows FROM {LEDGER} "
+            "GROUP BY ALL"
+        ).pl()
+    return counts.pivot(on="table_name", index="partition", values="rows", sort_columns=True).sort("partition")
+
+
+def side_table_counts(database) -> dict[str, int]:
+    with connect(database, read_only=True) as conn:
+        present = {f"{s}.{t}" for s, t in conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {'.'.join(quote(p) for p in table.split('.'))}").fetchall()[0][0]
+            for table in SIDE_TABLES if table in present
+        }
 
 
 if __name__ == "__main__":
-    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
-        print(f"{SETTINGS.duckdb_path}:")
-        print(table_counts(SETTINGS.duckdb_path))
+    with pl.Config(tbl_rows=400, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
+        print(f"{SETTINGS.duckdb_path}, rows per partition:")
+        print(partition_counts(SETTINGS.duckdb_path))
+        print(", ".join(f"{table}: {rows} rows" for table, rows in side_table_counts(SETTINGS.duckdb_path).items()))

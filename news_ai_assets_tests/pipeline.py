@@ -13,6 +13,9 @@ from news_ai_assets.definitions import all_assets, all_checks
 from news_ai_assets.storage import connect
 from news_ai_assets_tests.conftest import pipeline_resources
 
+ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/user_features",
+              "features/news_features", "features/text_embeddings", "silver/training_examples"]
+
 
 def materialize(
     database: Path, mind_dir: Path, first: str, last: str | None = None, *, selection=None,
@@ -26,6 +29,17 @@ def materialize(
     )
     assert result.success or not raise_on_error
     return result
+
+
+def failure_messages(result) -> list[str]:
+    """Every error a run reported: failed steps, resources that could not start, the run itself."""
+    messages = []
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause
+    return messages
 
 
 def read_table(database: Path, table: str) -> pl.DataFrame:

@@ -89,7 +89,8 @@ EMBEDDING_GRAPH = ["bronze/behaviors", "bronze/news", "features/text_embeddings"
 
 
 def _embedding_metadata(result) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node("features__text_embeddings")[0].metadata.items()}
+    metadata = result.asset_materializations_for_node("features__text_embeddings")[0].metadata
+    return {k.removeprefix("run_"): v.value for k, v in metadata.items()}
 
 
 def test_each_text_is_embedded_once_ever(tmp_path, tiny_mind):

@@ -29,8 +29,11 @@ def test_range_run_equals_day_by_day_runs_and_the_reference(tmp_path, tiny_mind)
         expected = reference.user_features(behaviors.to_dicts(), categories, day, SETTINGS.lookback_days)
         assert_rows_match(ranged.filter(pl.col("date") == day), list(expected.values()), key=["user_id"])
 
-    metadata = result.asset_materializations_for_node("features__user_features")[0].metadata
-    assert metadata["users"].value == ranged.height and metadata["feature_count"].value == len(USER_FEATURE_COLUMNS) - 2
+    events = result.asset_materializations_for_node("features__user_features")
+    users_per_day = ranged.group_by("date").len().sort("date").get_column("len").to_list()
+    assert [e.metadata["users"].value for e in events] == [e.metadata["dagster/row_count"].value for e in events] == users_per_day
+    metadata = events[0].metadata
+    assert metadata["feature_count"].value == len(USER_FEATURE_COLUMNS) - 2
     assert {"nulls_engagement", "nulls_temporal", "nulls_content", "nulls_engagement_pattern"} <= set(metadata)
 
 
@@ -38,4 +41,6 @@ def test_a_missing_window_partition_fails_loudly(tmp_path, tiny_mind):
     result = materialize(tmp_path / "x.duckdb", tiny_mind, "2019-11-12", selection=USER_GRAPH, raise_on_error=False)
     assert not result.success
     failure = result.failure_data_for_node("features__user_features").error.message
-    assert "bronze/behaviors is not materialised for 2019-11-09, 2019-11-10, 2019-11-11" in failure
+    assert "bronze/behaviors has never been materialised in" in failure
+    assert "for 2019-11-09, 2019-11-10, 2019-11-11, which this run reads" in failure
+    assert "--select 'bronze/behaviors' --partition-range 2019-11-09...2019-11-11" in failure

@@ -15,17 +15,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from news_ai_assets.definitions import daily_schedule
+from news_ai_assets.definitions import defs, mind_features_job_schedule
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
 from news_ai_assets.storage import connect, replace_rows
-from news_ai_assets_tests.pipeline import another_process_holding, materialize, read_table
+from news_ai_assets_tests.pipeline import another_process_holding, failure_messages, materialize, read_table
 
 
-@pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09")])
+@pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09"),
+                                                ("2019-11-09T03:00", None), ("2026-11-26T03:00", None)])
 def test_the_daily_schedule_requests_the_day_that_ended(tick, partition):
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC))
-    requests = daily_schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == [partition]
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC), repository_def=defs.get_repository_def()
+    )
+    result = mind_features_job_schedule.evaluate_tick(context)
+    assert [r.partition_key for r in result.run_requests or []] == ([partition] if partition else [])
+    if not partition:  # a day outside the range says which range, and which settings move it
+        assert "is not a partition (2019-11-09 .. 2019-11-22)" in result.skip_message and "NEWS_AI_END_DATE" in result.skip_message
 
 
 def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path, tiny_mind):
@@ -44,11 +49,13 @@ def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path,
 
 
 def test_a_run_fails_fast_when_another_process_holds_the_file(tmp_path, tiny_mind):
+    """The file is opened when the run starts, so a notebook holding it stops the run before any step writes."""
     db = tmp_path / "held.duckdb"
     with another_process_holding(db) as holder:
         result = materialize(db, tiny_mind, "2019-11-12", selection=["bronze/behaviors"], raise_on_error=False)
-    message = result.failure_data_for_node("bronze__behaviors").error.cause.message
+    message = "\n".join(failure_messages(result))
     assert f"locked by another process (PID {holder.pid})" in message and "close the notebook" in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
 
 
 KILLED_WRITER = textwrap.dedent(
@@ -133,7 +140,7 @@ def test_fuzzed_rows_are_read_or_rejected_never_lost(tmp_path_factory, tiny_mind
         (root / "MINDfuzz_train").mkdir()
         (root / "MINDfuzz_train" / f"{kind}.tsv").write_bytes(data)
         splits = discover_splits(root)
-        rows, rejects = (
+        rows, rejects, _ = (
             read_behaviors(splits, dt.date(1900, 1, 1), dt.date(2100, 1, 1)) if kind == "behaviors" else read_news(splits)
         )
         # Records as the reader sees them: \n, \r\n and a lone \r all end one; blank ones carry nothing.

@@ -1,4 +1,5 @@
 import datetime as dt
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from news_ai_assets.compute.interactions import interactions_from_behaviors
+from news_ai_assets.compute.user_features import user_features_for_day
 from news_ai_assets.mind.reader import MindInputError, discover_splits, read_behaviors, read_news
 from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
@@ -25,7 +28,7 @@ def _split_dir(root: Path, name: str, behaviors: bytes | None = None, news: byte
 
 def test_real_rows_match_reference_parse(real_mind):
     splits = discover_splits(real_mind)
-    behaviors, rejects = read_behaviors(splits, *ALL_DAYS)
+    behaviors, rejects, _ = read_behaviors(splits, *ALL_DAYS)
     assert rejects.height == 0
     expected = reference.parse_behaviors_file(real_mind / "MINDsmall_train" / "behaviors.tsv", "train")
     assert len(expected) == 5000
@@ -34,7 +37,7 @@ def test_real_rows_match_reference_parse(real_mind):
 
 
 def test_real_news_match_reference_parse(real_mind):
-    news, rejects = read_news(discover_splits(real_mind))
+    news, rejects, _ = read_news(discover_splits(real_mind))
     assert rejects.height == 0
     expected = reference.parse_news_file(real_mind / "MINDsmall_train" / "news.tsv")
     assert_rows_match(news, list(expected.values()), key=["news_id"])
@@ -45,7 +48,7 @@ def test_real_news_match_reference_parse(real_mind):
 def test_generated_rows_match_reference_parse(tiny_mind):
     splits = discover_splits(tiny_mind)
     assert [s.split for s in splits] == ["train", "dev", "test"]
-    behaviors, rejects = read_behaviors(splits, *ALL_DAYS)
+    behaviors, rejects, _ = read_behaviors(splits, *ALL_DAYS)
     assert rejects.height == 0
     expected = [
         row for s in splits for row in reference.parse_behaviors_file(s.path / "behaviors.tsv", s.split)
@@ -56,7 +59,7 @@ def test_generated_rows_match_reference_parse(tiny_mind):
 
 
 def test_day_window_is_start_inclusive_end_exclusive(tiny_mind):
-    behaviors, _ = read_behaviors(discover_splits(tiny_mind), dt.date(2019, 11, 12), dt.date(2019, 11, 14))
+    behaviors = read_behaviors(discover_splits(tiny_mind), dt.date(2019, 11, 12), dt.date(2019, 11, 14)).rows
     assert set(behaviors.get_column("date").unique()) == {dt.date(2019, 11, 12), dt.date(2019, 11, 13)}
 
 
@@ -81,7 +84,7 @@ BAD_LINES = {
 def test_malformed_lines_are_rejected_with_reasons_not_dropped(tmp_path):
     truncated = b"12\tU12\t11/12/2019 1:05:26 PM"  # last line cut off, no newline
     _split_dir(tmp_path, "MINDx_train", behaviors=GOOD + b"".join(BAD_LINES) + truncated)
-    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     assert behaviors.get_column("impression_id").to_list() == [1]
     assert rejects.height == len(BAD_LINES) + 1
     last = rejects.filter(pl.col("raw_line").str.starts_with("12\t"))
@@ -99,7 +102,7 @@ def test_duplicate_impression_ids(tmp_path):
         + b"2\tU2\t11/11/2019 9:05:26 AM\t\tN3-1\n" + b"2\tU9\t11/11/2019 9:05:26 AM\t\tN3-1\n"  # disagree
     )
     _split_dir(tmp_path, "MINDx_train", behaviors=lines)
-    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     assert behaviors.get_column("impression_id").to_list() == [1]
     assert sorted(rejects.get_column("reason").to_list()) == [
         "conflicting lines share one impression_id", "conflicting lines share one impression_id", "duplicate line",
@@ -109,7 +112,7 @@ def test_duplicate_impression_ids(tmp_path):
 def test_unlabelled_test_split_and_empty_file(tmp_path):
     _split_dir(tmp_path, "MINDlarge_test", behaviors=b"1\tU1\t11/16/2019 9:05:26 PM\t\tN3 N4\n")
     _split_dir(tmp_path, "MINDlarge_dev", behaviors=b"")
-    behaviors, rejects = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     row = behaviors.row(0, named=True)
     assert rejects.height == 0 and behaviors.height == 1
     assert row["split"] == "test" and row["click_count"] is None and row["click_ratio"] is None
@@ -121,7 +124,7 @@ def test_news_union_across_splits_and_bad_entities(tmp_path):
     article = b"N1\tnews\tnewsus\tTitle\t\thttps://x\t[]\t[]\n"
     _split_dir(tmp_path, "MINDsmall_train", news=article + b"N2\tnews\tnewsus\tT2\tA\tu\t{oops\t[]\n")
     _split_dir(tmp_path, "MINDsmall_dev", news=article + b"N3\tsports\tnfl\t\"Quoted\tA\tu\t[]\t[]\n")
-    news, rejects = read_news(discover_splits(tmp_path))
+    news, rejects, _ = read_news(discover_splits(tmp_path))
     assert news.get_column("news_id").to_list() == ["N1", "N3"]
     assert news.filter(pl.col("news_id") == "N3").get_column("title").item() == '"Quoted'
     assert rejects.get_column("reason").to_list() == ["title entities are not a valid JSON array"]
@@ -133,7 +136,7 @@ def test_folder_problems_are_clear_errors(tmp_path):
     with pytest.raises(MindInputError, match="no MIND split folder"):
         discover_splits(tmp_path)
     _split_dir(tmp_path, "MINDsmall_train")
-    with pytest.raises(MindInputError, match="has no behaviors.tsv"):
+    with pytest.raises(MindInputError, match="has no readable behaviors.tsv"):
         read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     _split_dir(tmp_path, "MINDlarge_train")
     with pytest.raises(MindInputError, match="more than one train split"):
@@ -143,5 +146,84 @@ def test_folder_problems_are_clear_errors(tmp_path):
 def test_real_rows_with_a_copy_under_another_name(real_mind, tmp_path):
     """Any MIND*_<split> folder name is accepted (MINDlarge_train etc.)."""
     shutil.copytree(real_mind / "MINDsmall_train", tmp_path / "MINDlarge_train")
-    behaviors, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    behaviors = read_behaviors(discover_splits(tmp_path), *ALL_DAYS).rows
     assert behaviors.height == 5000
+
+
+LINE = b"%d\tU%d\t11/11/2019 9:05:58 AM\tN1 N2\tN3-1 N4-0\n"
+
+
+def _lines(*ids: int) -> bytes:
+    return b"".join(LINE % (i, i) for i in ids)
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "link loop", "plain file", "unreadable"])
+def test_a_split_folder_that_cannot_be_read_stops_the_read(tmp_path, kind):
+    """Skipping it would replace its days with nothing, silently."""
+    _split_dir(tmp_path, "MINDsmall_train", behaviors=_lines(1), news=b"")
+    dev = tmp_path / "MINDsmall_dev"
+    if kind == "dangling link":
+        dev.symlink_to(tmp_path / "unmounted" / "MINDsmall_dev")
+    elif kind == "link loop":
+        dev.symlink_to(dev)
+    elif kind == "plain file":
+        dev.write_bytes(b"")
+    else:
+        _split_dir(tmp_path, "MINDsmall_dev", behaviors=_lines(2), news=b"").chmod(0)
+        if os.access(dev, os.R_OK):
+            dev.chmod(0o755)
+            pytest.skip("running as a user that reads everything (root)")
+    try:
+        with pytest.raises(MindInputError, match=f"{dev} looks like a MIND split folder but cannot be read"):
+            discover_splits(tmp_path)
+    finally:
+        if dev.is_dir() and not dev.is_symlink():
+            dev.chmod(0o755)
+
+
+def test_a_split_file_behind_a_dangling_link_is_named(tmp_path):
+    folder = _split_dir(tmp_path, "MINDsmall_train", news=b"")
+    (folder / "behaviors.tsv").symlink_to(tmp_path / "elsewhere.tsv")
+    with pytest.raises(MindInputError, match="has no readable behaviors.tsv .*symbolic link to .*elsewhere.tsv"):
+        read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+
+
+@pytest.mark.parametrize("name", ["mind[v1]", "mind*", "mind?", "mind[!x]"])
+def test_paths_are_read_literally_never_as_glob_patterns(tmp_path, name):
+    """A folder named like a pattern is read as itself, not as the folders the pattern matches."""
+    for decoy in ("mindv", "mind1", "mindx", "mindy"):
+        _split_dir(tmp_path / decoy, "MINDsmall_train", behaviors=_lines(7, 8, 9), news=b"")
+    _split_dir(tmp_path / name, "MINDsmall_train", behaviors=_lines(1), news=b"")
+    behaviors, rejects, days = read_behaviors(discover_splits(tmp_path / name), *ALL_DAYS)
+    assert behaviors.get_column("impression_id").to_list() == [1] and rejects.height == 0
+    assert days.get_column("source_file").to_list() == [str(tmp_path / name / "MINDsmall_train" / "behaviors.tsv")]
+
+
+def test_every_line_is_a_row_a_reject_or_blank(tmp_path):
+    """Lines of 32 MB and more, and a file of NUL bytes without a newline, used to vanish."""
+    huge = b"5\tU5\t11/11/2019 9:05:58 AM\t" + b"N1 " * 11_000_000 + b"N2\tN3-1\n"  # 33 MB
+    long = b"6\tU6\t11/11/2019 9:05:58 AM\t" + b"N1 " * 1_000_000 + b"N2\tN3-1\r\n"  # 3 MB, CRLF
+    _split_dir(tmp_path, "MINDsmall_train", behaviors=_lines(1) + huge + b"\n" + long + _lines(2, 3), news=b"\0" * 40_000_000)
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    assert behaviors.get_column("impression_id").to_list() == [1, 2, 3]
+    assert rejects.select("line", "reason").rows() == [
+        (2, "line longer than 2,000,000 bytes (33,000,034)"), (4, "line longer than 2,000,000 bytes (3,000,034)")
+    ]
+    assert rejects.get_column("raw_line")[0].startswith("5\tU5\t") and rejects.get_column("raw_line")[0].endswith("(33,000,034 bytes)")
+    news, news_rejects, _ = read_news(discover_splits(tmp_path))
+    assert news.height == 0 and news_rejects.select("line", "reason").rows() == [(1, "line longer than 2,000,000 bytes (40,000,000)")]
+
+
+def test_an_impression_of_40000_candidates_is_read_whole(tmp_path):
+    """Counts are 32-bit: 32,768 candidates or history entries used to abort the whole read."""
+    candidates = b" ".join(b"N%d-0" % i for i in range(40_000))
+    history = b" ".join(b"N%d" % i for i in range(35_000))
+    _split_dir(tmp_path, "MINDsmall_train", behaviors=b"1\tU1\t11/11/2019 9:05:58 AM\t" + history + b"\t" + candidates + b"\n")
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
+    assert behaviors.select("history_length", "impressions_count", "click_count").row(0) == (35_000, 40_000, 0)
+    assert rejects.height == 0
+    assert interactions_from_behaviors(behaviors).get_column("position").max() == 40_000
+    next_day = behaviors.with_columns(pl.lit(dt.date(2019, 11, 12)).alias("date"), pl.col("time").dt.offset_by("1d"))
+    features = user_features_for_day(pl.concat([behaviors, next_day]), pl.DataFrame(
+        schema={"news_id": pl.String, "category": pl.String, "subcategory": pl.String}), dt.date(2019, 11, 12), 7)
+    assert features.select("history_length", "impressions_count_max").row(0) == (35_000, 40_000)

@@ -24,7 +24,7 @@ def test_generation_is_deterministic(tmp_path, tiny_mind):
 
 def test_demo_has_mind_like_shapes(demo_mind):
     splits = discover_splits(demo_mind)
-    behaviors, rejects = read_behaviors(splits, dt.date(2019, 11, 9), dt.date(2019, 11, 23))
+    behaviors, rejects, _ = read_behaviors(splits, dt.date(2019, 11, 9), dt.date(2019, 11, 23))
     assert rejects.height == 0
     assert sorted(behaviors.get_column("date").unique()) == [dt.date(2019, 11, d) for d in range(9, 23)]
     labelled = behaviors.filter(pl.col("split") != "test")
@@ -45,7 +45,7 @@ def test_demo_has_mind_like_shapes(demo_mind):
     hours = behaviors.group_by("hour_of_day").len()
     assert hours.get_column("len").max() > 3 * hours.get_column("len").min()  # a daily pattern
 
-    news, news_rejects = read_news(splits)
+    news, news_rejects, _ = read_news(splits)
     assert news_rejects.height == 0
     assert news.get_column("category").n_unique() >= 14
     assert 0.02 <= (news.get_column("abstract") == "").mean() <= 0.09

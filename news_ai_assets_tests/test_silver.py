@@ -51,12 +51,14 @@ def test_silver_rows_match_a_naive_reference_join(built, day):
 def test_all_checks_pass_and_metadata_is_attached(built):
     _, result, _ = built
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 11 and all(e.passed for e in evaluations), [
-        (e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed
+    days = 8  # 2019-11-09 .. 2019-11-16: one evaluation per check and partition
+    assert len(evaluations) == 12 * days and all(e.passed for e in evaluations), [
+        (e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed
     ]
-    metadata = result.asset_materializations_for_node("silver__training_examples")[0].metadata
+    events = result.asset_materializations_for_node("silver__training_examples")
     silver = read_table(built[0], "silver.training_examples")
-    assert metadata["dagster/row_count"].value == metadata["candidate_rows"].value == silver.height
+    per_day = dict(silver.group_by("date").len().iter_rows())
+    assert {e.partition: e.metadata["dagster/row_count"].value for e in events} == {str(d): n for d, n in per_day.items()}
 
 
 def test_rematerializing_gives_byte_identical_rows(built, tiny_mind):
@@ -88,5 +90,5 @@ def test_missing_articles_keep_their_rows_and_fail_the_share_check(tmp_path, rea
     assert not checks["missing_cross_features_share"].passed
     assert checks["missing_cross_features_share"].metadata["missing_share"].value > SETTINGS.max_missing_cross_share
     assert all(e.passed for name, e in checks.items() if name != "missing_cross_features_share")
-    metadata = result.asset_materializations_for_node("silver__training_examples")[0].metadata
-    assert metadata["rows_missing_news_features"].value == silver.get_column("category").null_count()
+    events = result.asset_materializations_for_node("silver__training_examples")
+    assert sum(e.metadata["rows_missing_news_features"].value for e in events) == silver.get_column("category").null_count()

@@ -1,11 +1,17 @@
 import datetime as dt
+import os
+import subprocess
 import time
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-from news_ai_assets.storage import DuckDBLockedError, SchemaMismatchError, connect, replace_rows
+from news_ai_assets.storage import (
+    DuckDBLockedError, NotADuckDBFileError, SchemaMismatchError, StorageWriteError, connect, recorded_partitions,
+    replace_rows, require_written,
+)
 from news_ai_assets_tests.pipeline import another_process_holding
 
 DAY = "date = ?"
@@ -63,7 +69,7 @@ def test_a_failed_write_leaves_the_previous_partition_intact(tmp_path):
     db = tmp_path / "x.duckdb"
     with connect(db) as conn:
         replace_rows(conn, "layer", "t", _frame(D1, [1, 2]), DAY, [D1])
-        with pytest.raises(duckdb.IOException, match="simulated"):
+        with pytest.raises(StorageWriteError, match="writing layer.t failed, so its previous rows are kept. disk full"):
             replace_rows(_FailingInsert(conn), "layer", "t", _frame(D1, [9]), DAY, [D1])
     assert _stored(db).get_column("value").to_list() == [1, 2]
 
@@ -72,8 +78,8 @@ def test_new_columns_migrate_and_incompatible_ones_stop_before_deleting(tmp_path
     db = tmp_path / "x.duckdb"
     with connect(db) as conn:
         replace_rows(conn, "layer", "t", _frame(D1, [1]), DAY, [D1])
-        added, written = replace_rows(conn, "layer", "t", _frame(D2, [2]).with_columns(extra=pl.lit(1.5)), DAY, [D2])
-        assert added == ["extra"] and written == 1
+        written = replace_rows(conn, "layer", "t", _frame(D2, [2]).with_columns(extra=pl.lit(1.5)), DAY, [D2])
+        assert written.changed_columns == ["extra"] and written.rows == 1
         with pytest.raises(SchemaMismatchError, match="type changed: value"):
             replace_rows(conn, "layer", "t", _frame(D1, [3]).with_columns(pl.col("value").cast(pl.String)), DAY, [D1])
         with pytest.raises(SchemaMismatchError, match="missing from the new rows: label"):
@@ -132,9 +138,92 @@ def test_a_stream_of_batches_is_written_in_one_transaction(tmp_path):
         with pytest.raises(Exception, match="producer failed half-way"):
             replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches(True)), DAY, [D1])
         assert _stored_in(conn).get_column("value").to_list() == [7]
-        _, written = replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches(False)), DAY, [D1])
-    assert written == 4 and _stored(db).get_column("value").to_list() == [1, 2, 3, 4]
+        written = replace_rows(conn, "layer", "t", pa.RecordBatchReader.from_batches(schema, batches(False)), DAY, [D1])
+    assert written.rows == 4 and _stored(db).get_column("value").to_list() == [1, 2, 3, 4]
 
 
 def _stored_in(conn) -> pl.DataFrame:
     return conn.sql("SELECT * FROM layer.t ORDER BY date, value").pl()
+
+
+def test_integer_columns_widen_in_place(tmp_path):
+    """A count that outgrew its type (SMALLINT -> INTEGER) migrates without losing stored rows."""
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1]).cast({"value": pl.Int16}), DAY, [D1])
+        written = replace_rows(conn, "layer", "t", _frame(D2, [40_000]).cast({"value": pl.Int32}), DAY, [D2])
+        assert written.changed_columns == ["value (SMALLINT -> INTEGER)"]
+    assert _stored(db).get_column("value").to_list() == [1, 40_000]
+
+
+def test_rows_outside_the_partitions_written_are_refused(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1]), DAY, [D1], days=[D1])
+        with pytest.raises(StorageWriteError, match="1 of the 2 rows for layer.t fall outside the partitions"):
+            replace_rows(conn, "layer", "t", pl.concat([_frame(D1, [2]), _frame(D2, [3])]), DAY, [D1], days=[D1])
+    assert _stored(db).get_column("value").to_list() == [1]
+
+
+def test_each_day_written_is_recorded_and_a_day_never_written_is_refused(tmp_path):
+    db = tmp_path / "x.duckdb"
+    with connect(db) as conn:
+        written = replace_rows(conn, "layer", "t", _frame(D1, [1, 2]), "date >= ? AND date < ?",
+                               [D1, D2 + dt.timedelta(days=1)], days=[D1, D2], run_id="r1")
+        assert written.rows_by_day == {D1: 2, D2: 0}  # an empty day is recorded as materialised, with 0 rows
+        assert recorded_partitions(conn, "layer.t", [D1, D2]) == {D1: 2, D2: 0}
+        require_written(conn, "layer", "t", [D1, D2])
+        with pytest.raises(dg.Failure, match=r"layer/t has never been materialised in .* for 2019-11-11, which this run"):
+            require_written(conn, "layer", "t", [D1, D2, dt.date(2019, 11, 11)])
+        conn.execute("DELETE FROM layer.t WHERE value = 2")  # a hand edit behind the pipeline's back
+        with pytest.raises(dg.Failure, match=r"no longer holds what its last materialisation wrote for 2019-11-09 "
+                                             r"\(1 rows stored, 2 written\)"):
+            require_written(conn, "layer", "t", [D1, D2])
+
+
+@pytest.mark.parametrize("content", [b"PAR1\x00\x00\x00\x00PAR1", b"date,value\n2019-11-09,1\n", b"SQLite format 3\x00" + bytes(100), b""])
+def test_a_file_that_is_not_a_duckdb_database_is_refused(tmp_path, content):
+    """DuckDB opens a Parquet or CSV file as an empty in-memory database, and a SQLite file by
+    fetching an extension: the run would store nothing, or reach the internet."""
+    path = tmp_path / "data.parquet"
+    path.write_bytes(content)
+    with pytest.raises(NotADuckDBFileError, match="is not a DuckDB database"):
+        connect(path)
+    with pytest.raises(NotADuckDBFileError, match="is not a DuckDB database file"):
+        connect(tmp_path)
+    assert path.read_bytes() == content
+
+
+def test_no_connection_installs_or_loads_extensions_on_its_own(tmp_path):
+    with connect(tmp_path / "x.duckdb") as conn:
+        settings = dict(conn.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('autoinstall_known_extensions', 'autoload_known_extensions')"
+        ).fetchall())
+    assert settings == {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MiB tmpfs (needs root; skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_at_commit_is_the_headline_and_the_previous_rows_stay(tiny_disk):
+    """The insert fits in memory; writing it at COMMIT finds the disk full. The error names that
+    cause (it used to read "cannot rollback - no transaction is active")."""
+    db = tiny_disk / "x.duckdb"
+    with connect(db) as conn:
+        replace_rows(conn, "layer", "t", _frame(D1, [1, 2]), DAY, [D1], days=[D1])
+    free = os.statvfs(tiny_disk).f_bavail * os.statvfs(tiny_disk).f_frsize
+    (tiny_disk / "filler").write_bytes(bytes(free - 64 * 1024))
+    with connect(db) as conn, pytest.raises(StorageWriteError, match="previous rows are kept.*No space left on device"):
+        replace_rows(conn, "layer", "t", _frame(D1, list(range(5000))), DAY, [D1], days=[D1])
+    (tiny_disk / "filler").unlink()
+    with connect(db) as conn:
+        assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(1,), (2,)]
+        assert recorded_partitions(conn, "layer.t", [D1]) == {D1: 2}

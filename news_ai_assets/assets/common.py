@@ -1,31 +1,42 @@
-"""What every asset in the graph shares: partitions, the DuckDB pool, and the metadata the UI shows."""
+"""What every asset in the graph shares: partitions, per-partition metadata, and checks.
+
+A range run (a UI backfill, `--partition-range`) materialises many partitions in one step, and
+Dagster records one materialisation and one check evaluation per partition. Everything the UI
+shows about a partition is computed for that partition alone: its rows, preview and timings go
+in with `context.add_asset_metadata(..., partition_key=...)`, its check result is evaluated on
+its own rows. Values that belong to the whole run are named `run_...`.
+"""
 
 import datetime as dt
 import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
 import polars as pl
+import pyarrow as pa
 
-from news_ai_assets.settings import daily_partitions
+from news_ai_assets.dagster_internals import check_evaluation
+from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage import DuckDBDatabase, quote
 
-# Two features we rely on knowingly: partitioned asset checks and lookback windows that start
-# before the first partition.
+# Dagster features we rely on knowingly, whose "beta"/"preview" notices would otherwise print on
+# every command: per-partition asset checks, lookback windows that start before the first
+# partition, and single-run backfills (the CLI's --partition-range needs them). The last one is
+# Dagster's CLI parsing the README's `--select '*'` through a beta parameter of its own.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", message=".*allow_nonexistent_upstream_partitions.*", category=dg.BetaWarning)
-
-DUCKDB_POOL = "duckdb"  # limit 1 in dagster.yaml: one writer per DuckDB file
+warnings.filterwarnings("ignore", message=".*Parameter `backfill_policy` of function `asset`.*", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message=".*Parameter `include_sources` of function `AssetSelection.all`.*",
+                        category=dg.BetaWarning)
 
 PARTITIONED_TABLE = dict(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
     metadata={"partition_expr": "date"},
 )
 
@@ -48,6 +59,14 @@ def counts_table(frame: pl.DataFrame, by: str) -> dg.MarkdownMetadataValue:
     return preview(counts.rename({"len": "rows"}), rows=counts.height, width=120)
 
 
+def column_schema(schema: pl.Schema | pa.Schema, descriptions: Mapping[str, str]) -> dg.TableSchema:
+    """The UI's Columns table: each stored column, its type and its one-line definition."""
+    fields = schema.items() if isinstance(schema, pl.Schema) else ((f.name, f.type) for f in schema)
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, str(type_), description=descriptions.get(name)) for name, type_ in fields
+    ])
+
+
 def peak_rss_mib() -> float:
     """The process's peak resident memory so far."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -66,62 +85,98 @@ def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
     context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
 
 
-def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
     """The days of the run's partition window (one, or a backfill's range)."""
     window = context.partition_time_window
     return [window.start.date() + dt.timedelta(days=i) for i in range((window.end - window.start).days)]
 
 
-def partition_label(context: dg.AssetExecutionContext) -> str:
-    window = context.partition_time_window
-    return f"{window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d} (end exclusive)"
+def run_metadata(context: dg.AssetExecutionContext, metadata: Mapping[str, object]) -> None:
+    """Metadata of the whole run, on every partition's event: the run's partitions and `metadata`,
+    whose keys say that they describe the run (run_..., source_...), not one partition."""
+    days = partition_days(context)
+    context.add_output_metadata({
+        "run_partitions": f"{days[0]} .. {days[-1]} ({len(days)} day{'s' if len(days) > 1 else ''} in this run)",
+        **metadata,
+    })
 
 
-def require_materialized(context: dg.AssetExecutionContext, input_name: str, asset_key: dg.AssetKey) -> None:
-    """Fails when a partition an input needs was never materialised: a short window gives wrong features."""
-    wanted = set(context.asset_partition_keys_for_input(input_name))
-    missing = sorted(wanted - context.instance.get_materialized_partitions(asset_key))
-    if missing:
+def day_metadata(context: dg.AssetExecutionContext, day: dt.date, metadata: Mapping[str, object]) -> None:
+    """Metadata of one partition's materialisation."""
+    context.add_asset_metadata({"partition": str(day), **metadata}, partition_key=day.isoformat())
+
+
+def frames_by_day(frame: pl.DataFrame, days: list[dt.date]) -> dict[dt.date, pl.DataFrame]:
+    """`frame` split by its date column, every day of `days` present (empty where it has no rows)."""
+    parts = frame.partition_by("date", as_dict=True, include_key=True)
+    return {day: parts.get((day,), frame.clear()) for day in days}
+
+
+def require_lookback_before_start_empty(context: dg.AssetExecutionContext, database: DuckDBDatabase) -> None:
+    """Fails when a lookback window reaches before the first partition into days the raw files
+    hold: no partition can store those days, so the window would silently be short."""
+    days = partition_days(context)
+    first_needed = days[0] - dt.timedelta(days=SETTINGS.lookback_days)
+    if first_needed >= SETTINGS.start_date:
+        return
+    with database.connect() as conn:
+        try:
+            covered = conn.execute(
+                "SELECT date, sum(lines) FROM bronze.source_days WHERE date >= ? AND date < ? GROUP BY 1 ORDER BY 1",
+                [first_needed, SETTINGS.start_date],
+            ).fetchall()
+        except duckdb.CatalogException as err:
+            raise dg.Failure("bronze.source_days is missing: materialise bronze/behaviors first") from err
+    if covered:
+        listed = ", ".join(f"{day} ({lines} lines)" for day, lines in covered)
         raise dg.Failure(
-            f"{asset_key.to_user_string()} is not materialised for {', '.join(missing)}, which "
-            f"{context.asset_key.to_user_string()} needs. Materialise those partitions first, "
-            "or run the range as one backfill."
+            f"The raw MIND files hold impressions on {listed}, before the first partition {SETTINGS.start_date} "
+            f"(NEWS_AI_START_DATE); the {SETTINGS.lookback_days}-day lookback of {days[0]} needs them. Set "
+            f"NEWS_AI_START_DATE={covered[0][0]} (or earlier) and materialise from there."
         )
+
+
+def _metadata_value(value: object) -> object:
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 def sql_check(
     asset: dg.AssetKey, name: str, description: str, query: str | Callable[[duckdb.DuckDBPyConnection], str],
-    blocking: bool = True,
+    blocking: bool = True, params: Mapping[str, object] | None = None,
 ) -> dg.AssetChecksDefinition:
-    """An asset check that runs `query` over the checked partitions of the stored table.
+    """An asset check that runs `query` over each checked partition of the stored table.
 
-    The query sees $start and $end (the partitions' time window) and returns one row: a boolean
-    `passed` and any other columns, which become the check's metadata. Reading the stored table
-    checks what downstream assets will read, not what the asset meant to write.
+    The query sees $start and $end (one day's window) and any `params`, and returns one row: a
+    boolean `passed` and any other columns, which become the check's metadata. Reading the stored
+    table checks what downstream assets will read, not what the asset meant to write. Each
+    partition gets its own evaluation.
     """
+    check_key = dg.AssetCheckKey(asset, name)
 
     @dg.asset_check(
         asset=asset, name=name, description=description, blocking=blocking, partitions_def=daily_partitions
     )
-    def check(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase) -> dg.AssetCheckResult:
-        window = context.partition_time_window
+    def check(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase):
         with duckdb_database.connect() as conn:
             sql = query(conn) if callable(query) else query
-            result = conn.sql(sql, params={"start": window.start.date(), "end": window.end.date()}).pl()
-        row = result.row(0, named=True)
-        metadata = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in row.items() if k != "passed"}
-        return dg.AssetCheckResult(passed=bool(row["passed"]), metadata=metadata)
+            for day in partition_days(context):
+                values = {"start": day, "end": day + dt.timedelta(days=1), **(params or {})}
+                row = conn.sql(sql, params={k: v for k, v in values.items() if f"${k}" in sql}).pl().row(0, named=True)
+                passed = bool(row.pop("passed"))
+                metadata = {k: _metadata_value(v) for k, v in row.items()}
+                yield check_evaluation(context, check_key, day.isoformat(), passed, metadata, blocking)
+        yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
 
     return check
 
 
 def in_partitions(table: str) -> str:
-    """The rows of `table` in the checked partitions."""
+    """The rows of `table` in the checked partition."""
     return f"(SELECT * FROM {table} WHERE date >= $start AND date < $end)"
 
 
 def no_rows_where(table: str, condition: str, label: str, extra: str = "") -> str:
-    """A check query that passes when no row of the checked partitions matches `condition`,
+    """A check query that passes when no row of the checked partition matches `condition`,
     reporting their count as `label` (and any `extra` select items)."""
     return (
         f"SELECT count(*) FILTER (WHERE {condition}) = 0 AS passed, count(*) FILTER (WHERE {condition}) AS {label}"
@@ -151,3 +206,18 @@ def unique_rows(table: str, key: str) -> str:
         f"SELECT count(*) = count(DISTINCT ({key})) AS passed, count(*) - count(DISTINCT ({key})) AS duplicate_rows "
         f"FROM {in_partitions(table)}"
     )
+
+
+def not_emptied(table: str) -> str:
+    """A check query that fails when the partition's latest write stored no rows where the one
+    before it stored some: a day that emptied out is lost data until shown otherwise."""
+    return f"""
+        WITH writes AS (
+            SELECT row_count, row_number() OVER (ORDER BY write_id DESC) AS age
+            FROM meta.partition_writes WHERE table_name = '{table}' AND date = $start
+        )
+        SELECT NOT (rows_now = 0 AND coalesce(rows_before, 0) > 0) AS passed, rows_now,
+               coalesce(rows_before, 0) AS rows_before
+        FROM (SELECT max(row_count) FILTER (age = 1) AS rows_now, max(row_count) FILTER (age = 2) AS rows_before
+              FROM writes)
+    """

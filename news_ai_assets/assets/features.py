@@ -5,21 +5,23 @@ import time
 import dagster as dg
 import polars as pl
 
+from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, no_rows_where, non_finite_rows, partition_days, partition_label, preview,
-    require_materialized, sql_check,
-    timed, unique_rows,
+    PARTITIONED_TABLE, column_schema, day_metadata, frames_by_day, no_rows_where, non_finite_rows, partition_days,
+    preview, require_lookback_before_start_empty, run_metadata, sql_check, timed, unique_rows,
 )
-from news_ai_assets.compute.embeddings import article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors
-from news_ai_assets.compute.interactions import interactions_from_behaviors
+from news_ai_assets.compute.embeddings import (
+    EMBEDDING_DESCRIPTIONS, article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors,
+)
+from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS, interactions_from_behaviors
+from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
 from news_ai_assets.compute.news_features import news_features as compute_news_features
-from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS, null_counts_by_family, user_features_for_day
+from news_ai_assets.compute.user_features import (
+    USER_FEATURE_COLUMNS, USER_FEATURE_DESCRIPTIONS, null_counts_by_family, user_features_for_day,
+)
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import DuckDBDatabase
-
-BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
-NEWS = dg.AssetKey(["bronze", "news"])
 
 
 # Days D-W .. D, for the lookback W of NEWS_AI_LOOKBACK_DAYS (days before the first partition don't exist).
@@ -39,19 +41,21 @@ LOOKBACK_AND_DAY = dg.TimeWindowPartitionMapping(
 )
 def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> pl.DataFrame:
     """One row per (impression, candidate) with its position and label (NULL on unlabelled days)."""
-    with timed(context, "compute") as timing:
-        rows = interactions_from_behaviors(behaviors)
-    context.add_output_metadata(
-        {
-            "partitions": partition_label(context),
-            "impressions": behaviors.height,
+    frames = []
+    for day, impressions in frames_by_day(behaviors, partition_days(context)).items():
+        with timed(context, "compute") as timing:
+            rows = interactions_from_behaviors(impressions)
+        frames.append(rows)
+        day_metadata(context, day, {
+            "impressions": impressions.height,
             "clicks": int(rows.get_column("clicked").sum() or 0),
             "unlabelled_rows": rows.get_column("clicked").null_count(),
             **timing,
             "preview": preview(rows),
-        }
-    )
-    return rows
+        })
+    result = pl.concat(frames)
+    run_metadata(context, {"dagster/column_schema": column_schema(result.schema, INTERACTION_DESCRIPTIONS)})
+    return result
 
 
 @dg.asset(
@@ -70,28 +74,34 @@ def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> 
     **PARTITIONED_TABLE,
 )
 def user_features(
-    context: dg.AssetExecutionContext, behaviors: pl.DataFrame, news: pl.DataFrame
+    context: dg.AssetExecutionContext, behaviors: pl.DataFrame, news: pl.DataFrame, duckdb_database: DuckDBDatabase,
 ) -> pl.DataFrame:
-    """Per user active on D, as of the start of D: the W days before D plus the history list, never D's labels."""
-    require_materialized(context, "behaviors", BEHAVIORS)
-    require_materialized(context, "news", NEWS)
-    with timed(context, "compute") as timing:
-        news = news.unique("news_id")
-        frames = [user_features_for_day(behaviors, news, day, SETTINGS.lookback_days) for day in partition_days(context)]
-        features = pl.concat(frames)
-    context.add_output_metadata(
-        {
-            "partitions": partition_label(context),
-            "lookback_days": SETTINGS.lookback_days,
+    """Per user active on D, as of the start of D: the W days before D plus the history list, never D's labels.
+
+    Every day of the window was checked when the inputs loaded (the IO manager refuses a day never
+    materialised); days before the first partition must hold no raw impressions.
+    """
+    require_lookback_before_start_empty(context, duckdb_database)
+    news = news.unique("news_id")
+    frames = []
+    for day in partition_days(context):
+        with timed(context, "compute") as timing:
+            features = user_features_for_day(behaviors, news, day, SETTINGS.lookback_days)
+        frames.append(features)
+        day_metadata(context, day, {
             "users": features.height,
             "users_without_window_activity": int((features.get_column("behavior_count") == 0).sum()),
-            "feature_count": len(USER_FEATURE_COLUMNS) - 2,
             **{f"nulls_{family}": count for family, count in null_counts_by_family(features).items()},
             **timing,
             "preview": preview(features.select(USER_FEATURE_COLUMNS[:12])),
-        }
-    )
-    return features
+        })
+    result = pl.concat(frames)
+    run_metadata(context, {
+        "lookback_days": SETTINGS.lookback_days,
+        "feature_count": len(USER_FEATURE_COLUMNS) - 2,
+        "dagster/column_schema": column_schema(result.schema, USER_FEATURE_DESCRIPTIONS),
+    })
+    return result
 
 
 @dg.asset(
@@ -103,12 +113,15 @@ def user_features(
 )
 def news_features(context: dg.AssetExecutionContext, news: pl.DataFrame) -> pl.DataFrame:
     """Category, text statistics and entity counts per article of bronze/news[D]."""
-    with timed(context, "compute") as timing:
-        features = compute_news_features(news)
-    context.add_output_metadata(
-        {"partitions": partition_label(context), "articles": features.height, **timing, "preview": preview(features)}
-    )
-    return features
+    frames = []
+    for day, articles in frames_by_day(news, partition_days(context)).items():
+        with timed(context, "compute") as timing:
+            features = compute_news_features(articles)
+        frames.append(features)
+        day_metadata(context, day, {"articles": features.height, **timing, "preview": preview(features)})
+    result = pl.concat(frames)
+    run_metadata(context, {"dagster/column_schema": column_schema(result.schema, NEWS_FEATURE_DESCRIPTIONS)})
+    return result
 
 
 @dg.asset(
@@ -152,19 +165,24 @@ def text_embeddings(
         vectors = cached_vectors(conn, key, hashes)
     dimension = len(vectors.get_column("embedding")[0]) if vectors.height else 384
     result = with_vectors(texts, vectors, dimension)
-    context.add_output_metadata(
-        {
-            "partitions": partition_label(context),
-            "articles": result.height,
-            "distinct_texts": hashes.n_unique(),
-            "cache_hits": hashes.n_unique() - todo.height,
-            "newly_embedded": todo.height,
-            "texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
-            "device": encoder.device if encoder else "not loaded (all cached)",
-            "model": key,
-            "preview": preview(result.with_columns(pl.col("embedding").arr.head(4).cast(pl.List(pl.Float32)))),
-        }
-    )
+    embedded_now = set(todo.get_column("text_hash"))
+    for day, articles in frames_by_day(result, partition_days(context)).items():
+        day_hashes = articles.get_column("text_hash").unique()
+        day_metadata(context, day, {
+            "articles": articles.height,
+            "distinct_texts": day_hashes.len(),
+            "texts_embedded_by_this_run": int(day_hashes.is_in(embedded_now).sum()),
+            "preview": preview(articles.with_columns(pl.col("embedding").arr.head(4).cast(pl.List(pl.Float32)))),
+        })
+    run_metadata(context, {
+        "run_distinct_texts": hashes.n_unique(),
+        "run_cache_hits": hashes.n_unique() - todo.height,
+        "run_newly_embedded": todo.height,
+        "run_texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
+        "device": encoder.device if encoder else "not loaded (all cached)",
+        "model": key,
+        "dagster/column_schema": column_schema(result.schema, EMBEDDING_DESCRIPTIONS),
+    })
     return result
 
 

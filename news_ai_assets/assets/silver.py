@@ -1,22 +1,39 @@
 """Silver layer: the model-ready table, and the checks that gate it."""
 
+import datetime as dt
 import itertools
+import time
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 import pyarrow as pa
 
+from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, in_partitions, no_rows_where, non_finite_rows, partition_days, partition_label, preview,
-    require_materialized, sql_check,
-    unique_rows,
+    PARTITIONED_TABLE, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
+    preview, require_lookback_before_start_empty, run_metadata, sql_check, unique_rows,
 )
-from news_ai_assets.assets.features import BEHAVIORS, LOOKBACK_AND_DAY, NEWS
-from news_ai_assets.compute.silver import daily_candidate_stats, silver_for_day, silver_stream
+from news_ai_assets.assets.features import LOOKBACK_AND_DAY
+from news_ai_assets.compute.silver import SILVER_DESCRIPTIONS, daily_candidate_stats, silver_for_day, silver_stream
 from news_ai_assets.settings import SETTINGS
+from news_ai_assets.storage import DuckDBDatabase
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
+
+
+def _with_day_metadata(
+    context: dg.AssetExecutionContext, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict
+) -> Iterator[pl.DataFrame]:
+    """Passes a day's chunks on, then records that day's metadata: its preview and the seconds
+    its rows took to compute and write (the stream is consumed by the IO manager's insert)."""
+    started, shown = time.perf_counter(), None
+    for chunk in chunks:
+        shown = shown or preview(chunk.select(chunk.columns[:14]))
+        yield chunk
+    day_metadata(context, day, {**facts, "compute_and_write_seconds": round(time.perf_counter() - started, 3),
+                                "preview": shown})
 
 
 @dg.asset(
@@ -44,39 +61,37 @@ def training_examples(
     text_embeddings: pl.DataFrame,
     behaviors: pl.DataFrame,
     news: pl.DataFrame,
+    duckdb_database: DuckDBDatabase,
 ) -> pa.RecordBatchReader:
     """One row per candidate shown on D: label, user features as of D, news features, cross features.
 
     Computed and written in chunks of impressions, so a MIND-large day stays within a few GiB.
     """
-    require_materialized(context, "behaviors", BEHAVIORS)
-    require_materialized(context, "news", NEWS)
-    missing_news = interactions.join(news_features, on=["date", "news_id"], how="anti").height
-    missing_embedding = interactions.join(text_embeddings, on=["date", "news_id"], how="anti").height
-    if missing_news or missing_embedding:
+    require_lookback_before_start_empty(context, duckdb_database)
+    no_news = interactions.join(news_features, on=["date", "news_id"], how="anti").group_by("date").len()
+    no_embedding = interactions.join(text_embeddings, on=["date", "news_id"], how="anti").group_by("date").len()
+    if no_news.height or no_embedding.height:
         context.log.warning(
-            f"{missing_news} candidate rows lack news features and {missing_embedding} lack an embedding "
-            "(articles absent from news.tsv); they keep NULL cross features"
+            f"{no_news.get_column('len').sum()} candidate rows lack news features and "
+            f"{no_embedding.get_column('len').sum()} lack an embedding (articles absent from news.tsv); "
+            "they keep NULL cross features"
         )
+
+    def count_on(counts: pl.DataFrame, day: dt.date) -> int:
+        return int(counts.filter(pl.col("date") == day).get_column("len").sum())
+
     daily_candidates = daily_candidate_stats(behaviors)
     chunks = itertools.chain.from_iterable(
-        silver_for_day(
-            interactions, user_features, news_features, text_embeddings, behaviors, news, day,
-            SETTINGS.lookback_days, daily_candidates,
+        _with_day_metadata(
+            context, day,
+            silver_for_day(interactions, user_features, news_features, text_embeddings, behaviors, news, day,
+                           SETTINGS.lookback_days, daily_candidates),
+            {"rows_missing_news_features": count_on(no_news, day), "rows_missing_embedding": count_on(no_embedding, day)},
         )
         for day in partition_days(context)
     )
     first = next(chunks)
-    context.add_output_metadata(
-        {
-            "partitions": partition_label(context),
-            "candidate_rows": interactions.height,
-            "rows_missing_news_features": missing_news,
-            "rows_missing_embedding": missing_embedding,
-            "columns": first.width,
-            "preview": preview(first.select(first.columns[:14])),
-        }
-    )
+    run_metadata(context, {"columns": first.width, "dagster/column_schema": column_schema(first.schema, SILVER_DESCRIPTIONS)})
     return silver_stream(itertools.chain([first], chunks))
 
 
@@ -106,10 +121,10 @@ silver_checks = [
     sql_check(
         SILVER, "missing_cross_features_share",
         f"At most {SETTINGS.max_missing_cross_share:.0%} of rows lack a cross feature (NEWS_AI_MAX_MISSING_CROSS_SHARE).",
-        f"""SELECT coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0)
-                       <= {SETTINGS.max_missing_cross_share} AS passed,
+        f"""SELECT coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0) <= $bound AS passed,
                    coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0) AS missing_share,
-                   {SETTINGS.max_missing_cross_share} AS bound
+                   $bound AS bound
             FROM {in_partitions(SILVER_TABLE)}""",
+        params={"bound": SETTINGS.max_missing_cross_share},
     ),
 ]

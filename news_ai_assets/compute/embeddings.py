@@ -13,6 +13,12 @@ import polars as pl
 from news_ai_assets.compute.news_features import combined_text
 
 CACHE_SCHEMA, CACHE_TABLE = "features", "embedding_cache"
+EMBEDDING_DESCRIPTIONS = {
+    "date": "The partition: day D, whose impressions show or list the article.",
+    "news_id": "MIND article id.",
+    "text_hash": "SHA-256 of the embedded text (title + \" \" + abstract, stripped): the cache key with the model setting.",
+    "embedding": "L2-normalised sentence embedding of the text (all-MiniLM-L6-v2 by default: 384 floats).",
+}
 TEXT_FIELDS = {
     "title_abstract": combined_text(pl.col("title"), pl.col("abstract")),
     "title": pl.col("title").str.strip_chars(),

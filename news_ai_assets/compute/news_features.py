@@ -21,7 +21,7 @@ def _sentences(text: pl.Expr) -> pl.Expr:
     stripped = text.str.strip_chars()
     ended = stripped.str.count_matches(SENTENCE_END)
     trailing = (stripped.str.len_chars() > 0) & ~stripped.str.contains(r"[.!?]$")
-    return (ended + trailing.cast(pl.UInt32)).cast(pl.Int16)
+    return (ended + trailing.cast(pl.UInt32)).cast(pl.Int32)
 
 
 def _share(pattern: str, text: pl.Expr, chars: pl.Expr) -> pl.Expr:
@@ -31,6 +31,33 @@ def _share(pattern: str, text: pl.Expr, chars: pl.Expr) -> pl.Expr:
 def combined_text(title: pl.Expr, abstract: pl.Expr) -> pl.Expr:
     """The article text both the statistics and the embeddings read: title + " " + abstract."""
     return pl.concat_str([title, abstract], separator=" ").str.strip_chars()
+
+
+_TEXT = 'the stripped text title + " " + abstract'
+NEWS_FEATURE_DESCRIPTIONS = {
+    "date": "The partition: day D, whose impressions show or list the article.",
+    "news_id": "MIND article id.",
+    "category": "MIND category of the article.",
+    "subcategory": "MIND subcategory of the article.",
+    **{
+        column: text
+        for field in ("title", "abstract")
+        for column, text in (
+            (f"{field}_char_count", f"Unicode code points in the {field}."),
+            (f"{field}_word_count", f"Runs of non-whitespace in the {field}."),
+            (f"{field}_sentence_count", f"Runs of . ! ? followed by a space or the end in the {field}, plus one for "
+             "trailing text without one."),
+        )
+    },
+    "capital_ratio": f"Uppercase letters / characters of {_TEXT}; NULL for an empty text.",
+    "digit_ratio": f"Decimal digits / characters of {_TEXT}; NULL for an empty text.",
+    "special_char_ratio": f"Characters neither letter, number nor space / characters of {_TEXT}; NULL for an empty text.",
+    "avg_word_length": f"Mean characters per word of {_TEXT}; NULL without words.",
+    "unique_word_ratio": f"Distinct lower-cased words / words of {_TEXT}; NULL without words.",
+    "title_entity_count": "Entities MIND lists for the title.",
+    "abstract_entity_count": "Entities MIND lists for the abstract.",
+    "total_entity_count": "title_entity_count + abstract_entity_count.",
+}
 
 
 def news_features(news: pl.DataFrame) -> pl.DataFrame:
@@ -60,9 +87,9 @@ def news_features(news: pl.DataFrame) -> pl.DataFrame:
         .then(words.list.eval(pl.element().str.to_lowercase()).list.n_unique() / words.list.len())
         .cast(pl.Float32)
         .alias("unique_word_ratio"),
-        pl.col("title_entities").list.len().cast(pl.Int16).alias("title_entity_count"),
-        pl.col("abstract_entities").list.len().cast(pl.Int16).alias("abstract_entity_count"),
+        pl.col("title_entities").list.len().cast(pl.Int32).alias("title_entity_count"),
+        pl.col("abstract_entities").list.len().cast(pl.Int32).alias("abstract_entity_count"),
         (pl.col("title_entities").list.len() + pl.col("abstract_entities").list.len())
-        .cast(pl.Int16)
+        .cast(pl.Int32)
         .alias("total_entity_count"),
     )

@@ -29,7 +29,9 @@ import polars as pl
 import pyarrow as pa
 import scipy.sparse
 
-from news_ai_assets.compute.user_features import active_users, content_items, lookback_window
+from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS
+from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
+from news_ai_assets.compute.user_features import USER_FEATURE_DESCRIPTIONS, active_users, content_items, lookback_window
 
 PRIOR_WEIGHT = 20
 ID_COLUMNS = ["date", "impression_id", "user_id", "news_id", "time", "position", "split", "clicked"]
@@ -37,6 +39,20 @@ CROSS_COLUMNS = [
     "user_category_ratio", "user_subcategory_ratio", "history_similarity",
     "candidate_impressions", "candidate_clicks", "candidate_ctr", "article_age_days",
 ]
+_NO_CATEGORY = "NULL if the candidate is missing from news.tsv or the user has no item with a known category"
+SILVER_DESCRIPTIONS = {
+    **NEWS_FEATURE_DESCRIPTIONS,
+    **USER_FEATURE_DESCRIPTIONS,
+    **INTERACTION_DESCRIPTIONS,
+    "user_category_ratio": f"Share of the user's content items in the candidate's category; 0 if none, {_NO_CATEGORY}.",
+    "user_subcategory_ratio": f"Share of the user's content items in the candidate's subcategory; 0 if none, {_NO_CATEGORY}.",
+    "history_similarity": "Cosine of the mean embedding of the user's history articles and the candidate's embedding; "
+                          "NULL if either is missing.",
+    "candidate_impressions": "Times the candidate was shown in days D-W .. D-1.",
+    "candidate_clicks": "Clicks on the candidate in labelled impressions of days D-W .. D-1.",
+    "candidate_ctr": f"(candidate_clicks + {PRIOR_WEIGHT}·p) / (labelled shows + {PRIOR_WEIGHT}), p the window's CTR.",
+    "article_age_days": "Days since the candidate's first showing in D-W .. D, at this impression's time (>= 0).",
+}
 
 
 def daily_candidate_stats(behaviors: pl.DataFrame) -> pl.DataFrame:

@@ -196,10 +196,57 @@ FEATURE_FAMILIES = {
 }
 USER_FEATURE_COLUMNS = ["date", "user_id", *[c for family in FEATURE_FAMILIES.values() for c in family]]
 
+_WINDOW = "in the window (days D-W .. D-1)"
+_OF_LABELLED = f"over labelled impressions {_WINDOW}"
+_EMPTY_NULL = "; NULL without window activity"
+# One line per column, shown in the UI's Columns table; the README's definitions in short.
+USER_FEATURE_DESCRIPTIONS = {
+    "date": "The partition: day D. Features are as of the start of D.",
+    "user_id": "MIND user id; every user with an impression on D.",
+    "behavior_count": f"Impressions of the user {_WINDOW}, all splits.",
+    **{f"impressions_count_{f}": f"{f.capitalize()} of candidates per impression {_WINDOW}"
+       + ("" if f == "sum" else _EMPTY_NULL) + "." for f in ("mean", "min", "max", "sum")},
+    **{f"click_count_{f}": f"{f.capitalize()} of clicks per impression {_OF_LABELLED}"
+       + ("" if f == "sum" else "; NULL without labelled impressions") + "." for f in ("mean", "min", "max", "sum")},
+    **{f"click_ratio_{f}": f"{f.capitalize()} of clicks / candidates per impression {_OF_LABELLED}; NULL without any."
+       for f in ("mean", "min", "max")},
+    "overall_ctr": f"Clicks / shown candidates {_OF_LABELLED}; 0 without any.",
+    "history_length": "Length of the user's history list on D (their first impression of D).",
+    "first_activity": f"Time of the first impression {_WINDOW}{_EMPTY_NULL}.",
+    "last_activity": f"Time of the last impression {_WINDOW}{_EMPTY_NULL}.",
+    "activity_duration_hours": f"Hours from first to last activity{_EMPTY_NULL}.",
+    "days_active": f"Distinct weekdays with an impression {_WINDOW}; 0 without activity.",
+    "most_active_day": f"Weekday (0 = Monday) with most impressions, ties to the smallest{_EMPTY_NULL}.",
+    "hours_active": f"Distinct hours of the day with an impression {_WINDOW}; 0 without activity.",
+    "most_active_hour": f"Hour of the day with most impressions, ties to the smallest{_EMPTY_NULL}.",
+    "activity_frequency": "behavior_count / max(1, whole days from first to last activity); 0 without activity.",
+    "avg_hours_between": "Mean hours between consecutive impressions; NULL with fewer than two.",
+    "min_hours_between": "Smallest gap in hours between consecutive impressions; NULL with fewer than two.",
+    "max_hours_between": "Largest gap in hours between consecutive impressions; NULL with fewer than two.",
+    "std_hours_between": "Population std of the gaps between consecutive impressions; NULL with fewer than two.",
+    "bursty_session_ratio": f"Share of gaps under {BURST_GAP_HOURS} h; NULL with fewer than two impressions.",
+    "days_since_last_activity": f"Days from the last impression to the start of D{_EMPTY_NULL}.",
+    "is_recent_active": "days_since_last_activity <= 1; false without activity.",
+    **{f"day_{d}_ratio": f"Share of window impressions on weekday {d} (0 = Monday){_EMPTY_NULL}." for d in range(7)},
+    **{f"{part}_ratio": f"Share of window impressions in hours [{lo}, {hi}){_EMPTY_NULL}."
+       for part, (lo, hi) in DAY_PARTS.items()},
+    "total_content_interactions": f"Content items: history list entries plus articles clicked {_WINDOW}.",
+    "category_diversity": "Shannon entropy (log2) of the categories of content items found in news.tsv; NULL without any.",
+    "top_category": "Most frequent category among content items, ties alphabetical; NULL without any.",
+    "top_subcategory": "Most frequent subcategory among content items, ties alphabetical; NULL without any.",
+    **{f"category_ratio_{c}": f"Share of content items (with a known category) in category {c}; NULL without any."
+       for c in CATEGORY_VOCABULARY},
+    "category_ratio_other": "Share of content items in a category outside MIND's 18; NULL without any.",
+    **{f"ctr_{d}d": f"Clicks / shown candidates over labelled impressions of the last {d} days before D, "
+       "clipped to the window; 0 without any." for d in CTR_WINDOWS},
+    "engagement_consistency": "1 / (1 + population std of the day gaps between active days); NULL with under two active days.",
+    "recency_weighted_ctr": f"CTR with each labelled impression weighted {DECAY_PER_DAY}^(days before D); 0 without any.",
+}
+
 _TYPES = {
     **{c: pl.Float32 for c in FLOAT_FEATURES},
-    **{c: pl.Int32 for c in ["behavior_count", "impressions_count_sum", "click_count_sum", "total_content_interactions"]},
-    **{c: pl.Int16 for c in ["impressions_count_min", "impressions_count_max", "click_count_min", "click_count_max",
+    **{c: pl.Int32 for c in ["behavior_count", "impressions_count_sum", "click_count_sum", "total_content_interactions",
+                             "impressions_count_min", "impressions_count_max", "click_count_min", "click_count_max",
                              "history_length"]},
     **{c: pl.Int8 for c in ["days_active", "most_active_day", "hours_active", "most_active_hour"]},
 }

@@ -3,17 +3,23 @@
 MIND files are tab separated with no quoting (a title may start with `"`), so quoting
 is off. A malformed line never stops a read and is never dropped silently: DuckDB's
 reject store catches invalid UTF-8 (with line numbers), the SQL below catches wrong field
-counts and bad values, and every rejected line comes back with its reason.
-Everything here is plain DuckDB/Polars and knows nothing of Dagster.
+counts and bad values, an independent line count (line_scan.py) catches lines too long
+for DuckDB, and the counts must add up: every line of a file is a row, a reject or blank.
+Paths are data: DuckDB is given each path with its glob characters bracketed, so a folder
+named like a pattern is read as itself. Everything here is plain DuckDB/Polars and knows nothing of Dagster.
 """
 
 import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-import duckdb
 import polars as pl
+
+from news_ai_assets.duckdb_config import open_duckdb
+from news_ai_assets.mind.line_scan import line_head, scan_lines
 
 SPLITS = ("train", "dev", "test")
 _SPLIT_DIR = re.compile(r"^MIND\w*_(train|dev|test)$")
@@ -22,7 +28,35 @@ BEHAVIOR_FIELDS = ("impression_id", "user_id", "time", "history", "impressions")
 NEWS_FIELDS = (
     "news_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities",
 )
+BEHAVIOR_DESCRIPTIONS = {
+    "date": "The partition: the impression's day (the date of time).",
+    "impression_id": "MIND impression id, unique within a split; (split, impression_id) identifies an impression.",
+    "user_id": "MIND user id.",
+    "time": "Time of the impression (naive, as MIND gives it).",
+    "split": "MIND split the line comes from: train, dev or test.",
+    "history": "The user's history list of news ids, oldest first, as MIND gives it.",
+    "impressions": "Candidates in the order shown, each {news_id, clicked}; clicked is NULL on the unlabelled test split.",
+    "history_length": "Length of history.",
+    "impressions_count": "Number of candidates.",
+    "click_count": "Clicked candidates; NULL when unlabelled.",
+    "click_ratio": "click_count / impressions_count; NULL when unlabelled.",
+    "day_of_week": "Weekday of time, 0 = Monday.",
+    "hour_of_day": "Hour of time, 0-23.",
+}
+NEWS_DESCRIPTIONS = {
+    "date": "The partition: day D, whose impressions show or list the article.",
+    "news_id": "MIND article id.",
+    "category": "MIND category.",
+    "subcategory": "MIND subcategory ('' when absent).",
+    "title": "Title ('' when absent).",
+    "abstract": "Abstract ('' when absent).",
+    "url": "URL ('' when absent).",
+    "title_entities": "Entities MIND lists for the title, parsed from its JSON.",
+    "abstract_entities": "Entities MIND lists for the abstract, parsed from its JSON.",
+}
 REJECT_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "reason": pl.String, "raw_line": pl.String}
+SOURCE_DAYS_SCHEMA = {"split": pl.String, "source_file": pl.String, "date": pl.Date, "lines": pl.Int64}
+MAX_LINE_BYTES = 2_000_000  # DuckDB's max_line_size; real MIND lines are a few KB
 
 ENTITY_TYPE = (
     "STRUCT(label VARCHAR, type VARCHAR, wikidata_id VARCHAR, confidence FLOAT, "
@@ -35,7 +69,13 @@ _ENTITY_JSON_SHAPE = (
 
 
 class MindInputError(ValueError):
-    """The MIND folder itself is unusable (missing, ambiguous): no partial read is possible."""
+    """The MIND folder itself is unusable (missing, ambiguous, unreadable): no partial read is possible."""
+
+
+class Read(NamedTuple):
+    rows: pl.DataFrame
+    rejects: pl.DataFrame  # every rejected line of the files read
+    source_days: pl.DataFrame  # lines per day each file holds (behaviors only), whether or not read
 
 
 @dataclass(frozen=True)
@@ -46,19 +86,39 @@ class SplitDir:
     def file(self, name: str) -> Path:
         path = self.path / name
         if not path.is_file():
-            raise MindInputError(f"MIND split folder {self.path} has no {name}")
+            raise MindInputError(f"MIND split folder {self.path} has no readable {name}{_why_unreadable(path)}")
+        if not os.access(path, os.R_OK):
+            raise MindInputError(f"{path} cannot be read (permission denied)")
         return path
 
 
+def _why_unreadable(path: Path) -> str:
+    """Why `path` is not a usable file or folder, for an error message."""
+    if path.is_symlink() and not path.exists():
+        return f" ({path} is a symbolic link to {os.readlink(path)}, which does not exist or loops: an unmounted disk?)"
+    if path.exists():
+        return f" ({path} is not a {'folder' if path.is_file() else 'regular file'})"
+    return ""
+
+
 def discover_splits(mind_dir: Path) -> list[SplitDir]:
-    """Split folders under mind_dir (MINDsmall_train, MINDlarge_test, ...), in train/dev/test order."""
+    """Split folders under mind_dir (MINDsmall_train, MINDlarge_test, ...), in train/dev/test order.
+
+    Anything named like a split folder that is not a readable folder (a dangling or looping link,
+    a plain file) stops the read: skipping it would replace its days with nothing.
+    """
     if not mind_dir.is_dir():
-        raise MindInputError(f"MIND folder {mind_dir} does not exist (NEWS_AI_MIND_DIR)")
+        raise MindInputError(f"MIND folder {mind_dir} does not exist (NEWS_AI_MIND_DIR){_why_unreadable(mind_dir)}")
     found: dict[str, list[Path]] = {}
     for child in sorted(mind_dir.iterdir()):
         match = _SPLIT_DIR.match(child.name)
-        if match and child.is_dir():
-            found.setdefault(match.group(1), []).append(child)
+        if not match:
+            continue
+        if not child.is_dir() or not os.access(child, os.R_OK | os.X_OK):
+            raise MindInputError(
+                f"{child} looks like a MIND split folder but cannot be read{_why_unreadable(child) or ' (permission denied)'}"
+            )
+        found.setdefault(match.group(1), []).append(child)
     if not found:
         raise MindInputError(
             f"{mind_dir} holds no MIND split folder (expected names like MINDsmall_train, MINDlarge_test)"
@@ -70,13 +130,20 @@ def discover_splits(mind_dir: Path) -> list[SplitDir]:
     return [SplitDir(split, found[split][0]) for split in SPLITS if split in found]
 
 
+def _literal(path: Path) -> str:
+    """`path` as DuckDB reads it literally: it expands *, ? and [...] in file paths, so a folder
+    named mind[v1] would read mindv/ or mind1/ instead; a bracketed character matches itself."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in str(path.absolute()))
+
+
 def _csv_scan(fields: tuple[str, ...]) -> str:
     """Every field as text. Non-strict parsing never stops on a stray byte; instead an `overflow`
     column catches extra fields and, with no string read as NULL, a NULL field is a missing one."""
     columns = ", ".join(f"'{name}': 'VARCHAR'" for name in (*fields, "overflow"))
     return (
-        "read_csv($path, delim='\t', quote='', escape='', new_line='\\n', header=false, auto_detect=false, "
-        f"strict_mode=false, null_padding=true, nullstr='\x01', store_rejects=true, columns={{{columns}}})"
+        "read_csv($file, delim='\t', quote='', escape='', new_line='\\n', header=false, auto_detect=false, "
+        f"strict_mode=false, null_padding=true, nullstr='\x01', store_rejects=true, max_line_size={MAX_LINE_BYTES}, "
+        f"columns={{{columns}}})"
     )
 
 
@@ -89,13 +156,15 @@ def _field_count_problem(fields: tuple[str, ...]) -> str:
     )
 
 
-def _reader_rejects(conn: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFrame:
-    """Lines DuckDB's CSV reader itself refused (field counts, encoding), with their line numbers."""
+def _reader_rejects(conn, path: Path) -> pl.DataFrame:
+    """Lines DuckDB's CSV reader itself refused (encoding), with their line numbers. Over-long
+    lines are left to the line scan, which finds all of them (DuckDB drops some without a word)."""
     return conn.sql(
         """
         SELECT $path AS source_file, line::BIGINT AS line,
                lower(error_type) || ': ' || error_message AS reason, csv_line AS raw_line
         FROM reject_errors
+        WHERE lower(error_type) <> 'line size over maximum'
         QUALIFY row_number() OVER (PARTITION BY line ORDER BY column_idx) = 1  -- one row per line
         ORDER BY line
         """,
@@ -103,31 +172,54 @@ def _reader_rejects(conn: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFrame
     ).pl()
 
 
+def _overlong_rejects(path: Path, overlong: list[tuple[int, int, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(str(path), line, f"line longer than {MAX_LINE_BYTES:,} bytes ({length:,})", line_head(path, start, length))
+         for line, start, length in overlong],
+        schema=REJECT_SCHEMA, orient="row",
+    )
+
+
 def _read(
     fields: tuple[str, ...], path: Path, validation: str, columns: str, key: str, key_of_raw: str, keep: str,
-    params: dict,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Reads one file; returns (good rows that satisfy `keep`, every rejected line).
+    params: dict, day_of_raw: str = "NULL::DATE",
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Reads one file; returns (good rows that satisfy `keep`, every rejected line, lines per day).
 
     `validation` holds CTEs over `raw` (the file's fields and `raw_line`) that define `validated`
     with a `reason` (NULL for a good line); `columns` is the output's SELECT list over it.
     Duplicate keys (`key` of a good row; `key_of_raw`, the same from the raw fields): identical
-    lines are kept once; lines that disagree are all rejected, since nothing says which is right. The file is scanned twice (duplicate keys, then the rows), so
-    memory holds the kept rows and the rejects, not the whole file.
+    lines are kept once; lines that disagree are all rejected, since nothing says which is right.
+    `day_of_raw` dates a raw line, for the count of lines per day. The file is scanned twice
+    (keys and days, then the rows), so memory holds the kept rows and the rejects, not the whole file.
     """
     def run(query: str) -> None:
-        conn.execute(query, {k: v for k, v in {"path": str(path), **params}.items() if f"${k}" in query})
+        values = {"file": _literal(path), "path": str(path), **params}
+        conn.execute(query, {k: v for k, v in values.items() if f"${k}" in query})
 
+    scan = scan_lines(path, MAX_LINE_BYTES)
     cte = f"WITH raw AS (SELECT *, concat_ws('\t', {', '.join(fields)}, overflow) AS raw_line FROM {_csv_scan(fields)}), {validation}"
-    conn = duckdb.connect()
+    conn = open_duckdb()
     try:
-        conn.execute("SET enable_progress_bar = false")
-        run(  # lines sharing a key: cheap, no validation needed
-            f"CREATE TEMP TABLE duplicated AS {cte} SELECT {key_of_raw} AS duplicate_key, "
-            f"count(DISTINCT hash(raw_line)) AS versions FROM raw WHERE {key_of_raw} IS NOT NULL "
-            f"GROUP BY duplicate_key HAVING count(*) > 1"
+        run(  # one cheap pass: each line's key, content hash and day
+            f"CREATE TEMP TABLE lines AS {cte} SELECT {key_of_raw} AS line_key, hash(raw_line) AS line_hash, "
+            f"{day_of_raw} AS day FROM raw"
         )
         reader_rejects = _reader_rejects(conn, path)  # recorded by the first scan only
+        records = conn.execute("SELECT count(*) FROM lines").fetchall()[0][0]
+        unaccounted = scan.nonblank - records - reader_rejects.height - len(scan.overlong)
+        if unaccounted:
+            raise MindInputError(
+                f"{path} has {scan.nonblank} non-blank lines, but DuckDB's reader gave {records} records and "
+                f"{reader_rejects.height} rejects, and {len(scan.overlong)} lines are over {MAX_LINE_BYTES:,} bytes: "
+                f"{unaccounted} lines are unaccounted for, so nothing of it is used. Please report this file."
+            )
+        days = conn.sql("SELECT day AS date, count(*) AS lines FROM lines WHERE day IS NOT NULL GROUP BY day ORDER BY day").pl()
+        conn.execute(
+            "CREATE TEMP TABLE duplicated AS SELECT line_key AS duplicate_key, count(DISTINCT line_hash) AS versions "
+            "FROM lines WHERE line_key IS NOT NULL GROUP BY line_key HAVING count(*) > 1"
+        )
+        conn.execute("DROP TABLE lines")
         run(
             f"""CREATE TEMP TABLE checked AS {cte}
             SELECT {columns},
@@ -143,6 +235,7 @@ def _read(
         )
         rejects = pl.concat(
             [
+                _overlong_rejects(path, scan.overlong),
                 reader_rejects,
                 conn.sql(
                     "SELECT $path AS source_file, NULL::BIGINT AS line, reject_reason AS reason, raw_line "
@@ -155,7 +248,7 @@ def _read(
             f"SELECT * EXCLUDE (reject_reason, raw_line) FROM checked WHERE reject_reason IS NULL AND ({keep})",
             params={k: v for k, v in params.items() if f"${k}" in keep} or None,
         ).pl()
-        return rows, rejects
+        return rows, rejects, days
     finally:
         conn.close()
 
@@ -209,33 +302,39 @@ _BEHAVIORS_COLUMNS = """
         'news_id': split_part(t, '-', 1),
         'clicked': CASE split_part(t, '-', 2) WHEN '1' THEN true WHEN '0' THEN false END
     }) AS impressions,
-    len(history)::SMALLINT AS history_length,
-    len(impressions)::SMALLINT AS impressions_count,
-    CASE WHEN labelled THEN len(list_filter(impressions, lambda c: c.clicked)) END::SMALLINT AS click_count,
+    len(history)::INTEGER AS history_length,
+    len(impressions)::INTEGER AS impressions_count,
+    CASE WHEN labelled THEN len(list_filter(impressions, lambda c: c.clicked)) END::INTEGER AS click_count,
     (click_count / impressions_count)::FLOAT AS click_ratio,
     (isodow(time) - 1)::TINYINT AS day_of_week,
     hour(time)::TINYINT AS hour_of_day
 """
 _IN_DAYS = "time >= $start AND time < $end"
+_DAY_OF_RAW = f"CASE WHEN regexp_full_match(time, '{_TIME_FORMAT}') THEN try_strptime(time, '%m/%d/%Y %I:%M:%S %p')::DATE END"
 
 
-def read_behaviors(
-    splits: list[SplitDir], start: dt.date, end: dt.date
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Impressions with start <= day < end from every split, and every rejected line of those files.
+def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read:
+    """Impressions with start <= day < end from every split, every rejected line of those files,
+    and how many lines each file dates to each day (all days, so that a run knows what the files cover).
 
     day_of_week is 0 for Monday; click_count and click_ratio are NULL for unlabelled impressions.
     """
-    frames, rejects = [], []
+    frames, rejects, days = [], [], []
     for split_dir in splits:
-        rows, bad = _read(
-            BEHAVIOR_FIELDS, split_dir.file("behaviors.tsv"), _BEHAVIORS_VALIDATION, _BEHAVIORS_COLUMNS,
+        path = split_dir.file("behaviors.tsv")
+        rows, bad, lines_by_day = _read(
+            BEHAVIOR_FIELDS, path, _BEHAVIORS_VALIDATION, _BEHAVIORS_COLUMNS,
             key="impression_id", key_of_raw="TRY_CAST(impression_id AS INTEGER)", keep=_IN_DAYS,
-            params={"split": split_dir.split, "start": start, "end": end},
+            params={"split": split_dir.split, "start": start, "end": end}, day_of_raw=_DAY_OF_RAW,
         )
         frames.append(rows)
         rejects.append(bad)
-    return pl.concat(frames).sort("date", "split", "impression_id"), pl.concat(rejects)
+        days.append(lines_by_day.select(pl.lit(split_dir.split).alias("split"), pl.lit(str(path)).alias("source_file"),
+                                        "date", "lines"))
+    return Read(
+        pl.concat(frames).sort("date", "split", "impression_id"), pl.concat(rejects),
+        pl.concat([pl.DataFrame(schema=SOURCE_DAYS_SCHEMA), *days]).cast(SOURCE_DAYS_SCHEMA),
+    )
 
 
 _NEWS_VALIDATION = f"""
@@ -277,12 +376,12 @@ _NEWS_COLUMNS = f"""
 """
 
 
-def read_news(splits: list[SplitDir]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_news(splits: list[SplitDir]) -> Read:
     """The union of the splits' news.tsv (one row per news_id; the same id is the same article,
     taken from the earliest split), and every rejected line."""
     frames, rejects = [], []
     for rank, split_dir in enumerate(splits):
-        rows, bad = _read(NEWS_FIELDS, split_dir.file("news.tsv"), _NEWS_VALIDATION, _NEWS_COLUMNS, key="news_id",
+        rows, bad, _ = _read(NEWS_FIELDS, split_dir.file("news.tsv"), _NEWS_VALIDATION, _NEWS_COLUMNS, key="news_id",
                           key_of_raw="news_id", keep="true", params={})
         frames.append(rows.with_columns(pl.lit(rank, pl.Int8).alias("split_rank")))
         rejects.append(bad)
@@ -292,4 +391,4 @@ def read_news(splits: list[SplitDir]) -> tuple[pl.DataFrame, pl.DataFrame]:
         .unique("news_id", keep="first", maintain_order=True)
         .drop("split_rank")
     )
-    return news, pl.concat(rejects)
+    return Read(news, pl.concat(rejects), pl.DataFrame(schema=SOURCE_DAYS_SCHEMA))

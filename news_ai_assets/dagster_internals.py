@@ -1,0 +1,48 @@
+"""Every use of Dagster's internals, in one module, each with the reason there is no public way.
+
+- DbIOManager, DbTypeHandler, DbClient, TableSlice: dagster-duckdb builds its IO manager on them
+  and offers no public way to replace the client that deletes a partition outside the insert's
+  transaction (see storage.py).
+- AssetCheckEvaluationTargetMaterializationData: a check over a range run reports one evaluation
+  per partition (AssetCheckResult can only report the run's single partition key); each is linked
+  to its own partition's materialisation, as AssetCheckResult does for a single partition.
+- The step context behind an OutputContext: the IO manager learns each partition's row count only
+  when it writes, and attaching a value to one partition's materialisation event is an
+  execution-context method (AssetExecutionContext.add_asset_metadata) that OutputContext lacks.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
+
+__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluation"]
+
+
+def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, object]) -> None:
+    """Metadata for one partition's materialisation event, from inside an IO manager."""
+    context.step_context.add_asset_metadata(dict(metadata), asset_key=context.asset_key, partition_key=partition_key)
+
+
+def check_evaluation(
+    context: dg.AssetCheckExecutionContext, check_key: dg.AssetCheckKey, partition_key: str, passed: bool,
+    metadata: Mapping[str, object], blocking: bool,
+) -> dg.AssetCheckEvaluation:
+    """One partition's evaluation, linked to that partition's latest materialisation."""
+    latest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition_key]), limit=1
+    ).records
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            run_id=latest[0].event_log_entry.run_id, storage_id=latest[0].storage_id, timestamp=latest[0].timestamp
+        )
+        if latest
+        else None
+    )
+    return dg.AssetCheckEvaluation(
+        asset_key=check_key.asset_key, check_name=check_key.name, passed=passed, metadata=dict(metadata),
+        target_materialization_data=target, blocking=blocking, partition=partition_key,
+    )
