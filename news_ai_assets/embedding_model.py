@@ -192,11 +192,13 @@ class _OpenVinoRunner:
         self.tokenizer, self.max_length = model.tokenizer, model.max_seq_length
         example = self.tokenizer(["an example"], return_tensors="pt")
         self.input_names = list(example.keys())
-        # Tracing notes that the model's Python-level shape checks become constants; they hold for any
+        # OpenVINO's converter traces the model with torch.jit.trace, which torch now calls deprecated, and
+        # tracing notes that the model's Python-level shape checks become constants; they hold for any
         # input of this architecture (the fidelity tests compare the converted model with the original).
-        # OpenVINO's converter also reads an attribute transformers has renamed, which warns of its removal.
+        # The converter also reads an attribute transformers has renamed, which warns of its removal.
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="`torch.jit.trace.*` is deprecated", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             converted = ov.convert_model(model[0].auto_model, example_input=dict(example))
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]

@@ -260,8 +260,7 @@ def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, da
     if missing:
         raise dg.Failure(
             f"{asset} has never been materialised in {database} for {_describe_days(missing)}, which this run "
-            f"reads. Materialise those days first: {materialize_command(asset, missing)} "
-            "(a run over a whole range materialises everything it needs in order)."
+            f"reads. Materialise those days first, for example the whole graph: {materialize_command('*', missing)}"
         )
     stored = dict(conn.execute(
         f"SELECT {day_column}::DATE, count(*) FROM {quote(schema)}.{quote(table)} "
@@ -358,10 +357,9 @@ class _AtomicDuckDbClient(DuckDbClient):
 def _hold_for_run(database: str, context: dg.InitResourceContext) -> None:
     """Takes the run lock of `database`, then opens the file once, so that a file another program
     holds fails the run before any step has written."""
-    instance = context.instance
+    instance, run_id = context.instance, context.run.run_id if context.run else None
     previous = run_lock.acquire(
-        database, context.log,
-        {"run_id": context.run_id, "dagster_home": instance.root_directory if instance else None},
+        database, context.log, {"run_id": run_id, "dagster_home": instance.root_directory if instance else None}
     )
     try:
         if previous and "released_at" not in previous:
@@ -383,7 +381,7 @@ def _report_dead_holder(database: str, previous: dict, context: dg.InitResourceC
     )
     message = f"The previous run on {database}, {run_lock.describe(previous)}, ended without releasing it: its process died."
     if run is not None and not run.is_finished:
-        instance.report_run_failed(run, f"{message} Marked failed by run {context.run_id}.")
+        instance.report_run_failed(run, f"{message} Marked failed by run {context.run.run_id}.")
         message += " It is marked failed now."
     context.log.warning(message)
 
