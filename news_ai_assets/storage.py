@@ -27,6 +27,7 @@ from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
 from news_ai_assets import run_lock
 from news_ai_assets.dagster_internals import DbIOManager, DbTypeHandler, TableSlice, add_partition_metadata
 from news_ai_assets.duckdb_config import open_duckdb
+from news_ai_assets.tables import DayRows, Rows, StoredDays
 
 LEDGER = "meta.partition_writes"
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
@@ -172,10 +173,7 @@ class Written:
     rows_by_day: dict[dt.date, int]  # every day written, 0 included; empty for tables without days
 
 
-Rows = pl.DataFrame | pa.Table | pa.RecordBatchReader
-
-
-def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
+def rollback(conn: duckdb.DuckDBPyConnection) -> None:
     try:
         conn.rollback()
     except duckdb.Error:
@@ -228,10 +226,10 @@ def replace_rows(
         conn.commit()
         return Written(changed, written, by_day)
     except duckdb.Error as err:
-        _rollback(conn)
+        rollback(conn)
         raise StorageWriteError(f"writing {schema}.{table} failed, so its previous rows are kept. {err}") from err
     except BaseException:
-        _rollback(conn)
+        rollback(conn)
         raise
     finally:
         conn.unregister("incoming_rows")
@@ -300,39 +298,103 @@ def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
     return None, "date"
 
 
-class PolarsPartitionHandler(DbTypeHandler[Rows]):
-    """Stores Polars frames or record-batch streams; loads a partition range as one frame, in stored order."""
+class _DuckDBDays(StoredDays):
+    """Days of a table in the pipeline's DuckDB file, scanned lazily (filters reach DuckDB)."""
 
-    def handle_output(
-        self, context: dg.OutputContext, table_slice: TableSlice, obj: Rows, connection
-    ) -> Mapping[str, object]:
-        where, params = _slice_filter(table_slice)
+    def __init__(self, database: str, schema: str, table: str, days: Sequence[dt.date], columns: Sequence[str] | None):
+        super().__init__(days)
+        self._database, self._table, self._columns = database, f"{quote(schema)}.{quote(table)}", columns
+
+    def scan(self) -> pl.LazyFrame:
+        relation = connect(self._database).table(self._table)  # the relation keeps its connection open
+        if self._columns:
+            relation = relation.select(*[quote(c) for c in self._columns])
+        return relation.pl(lazy=True).filter((pl.col("date") >= min(self.days)) & (pl.col("date") <= max(self.days)))
+
+
+class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
+    """Stores DayRows day by day (one transaction each) or a whole frame or stream at once; loads a
+    partition range as StoredDays (lazy) or as one frame, in stored order.
+
+    An asset whose definition metadata names a `stored_table` and a `view_sql` is stored under that
+    name, and its own name is a view (`view_sql`) over it: silver keeps its wide table as a view.
+    """
+
+    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj, connection) -> Mapping[str, object]:
         days, day_column = _slice_days(table_slice)
-        schema, table = table_slice.schema, table_slice.table
-        written = replace_rows(connection, schema, table, obj, where, params, days=days, day_column=day_column,
-                               run_id=context.run_id)
+        schema, stored, view = _names(context.definition_metadata, table_slice)
+        if view:
+            _refuse_table_where_view_goes(connection, schema, table_slice.table)
+        if isinstance(obj, DayRows):
+            writes = [self._write(context, connection, schema, stored, day_column, rows, f"{quote(day_column)} = ?", [day], [day])
+                      for day, rows in self._each_day(obj, days, f"{schema}.{stored}")]
+        else:
+            where, params = _slice_filter(table_slice)
+            writes = [self._write(context, connection, schema, stored, day_column, obj, where, params, days)]
+        if view:
+            connection.execute(f"CREATE OR REPLACE VIEW {quote(schema)}.{quote(table_slice.table)} AS {view}")
+        changed = sorted({c for written in writes for c in written.changed_columns})
+        return {"dagster/row_count": sum(w.rows for w in writes), "migrated_columns": ", ".join(changed) or "none"}
+
+    @staticmethod
+    def _each_day(output: DayRows, days: list[dt.date] | None, table: str) -> Iterator[tuple[dt.date, Rows]]:
+        """The output's days, refusing a day outside the run or twice, and a day left out."""
+        done = []
+        for day, rows in output:
+            if day not in (days or []) or day in done:
+                raise StorageWriteError(f"rows for {table} on {day}, which is not a partition of this run or came twice")
+            yield day, rows
+            done.append(day)
+        if missing := [d for d in days or [] if d not in done]:
+            raise StorageWriteError(f"the asset produced nothing for {table} on {_describe_days(missing)}: not written")
+
+    @staticmethod
+    def _write(context, connection, schema: str, table: str, day_column: str, rows, where: str, params: list, days) -> Written:
+        written = replace_rows(connection, schema, table, rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows,
+                               where, params, days=days, day_column=day_column, run_id=context.run_id)
         if written.changed_columns:
             context.log.warning(f"Changed columns {written.changed_columns} of {schema}.{table}; partitions written "
                                 "earlier hold NULL in added columns until re-materialised.")
         for day, count in written.rows_by_day.items():  # each partition's own figures, also in a range run
             add_partition_metadata(context, day.isoformat(), {
                 "dagster/row_count": count,
-                "Query": f"SELECT * FROM {schema}.{table} WHERE {day_column} = '{day}'",
+                "Query": f"SELECT * FROM {schema}.{context.asset_key.path[-1]} WHERE {day_column} = '{day}'",
             })
-        return {"dagster/row_count": written.rows, "migrated_columns": ", ".join(written.changed_columns) or "none"}
+            context.log.info(f"stored {schema}.{table} for {day}: {count} rows")
+        return written
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
-        table = f"{quote(table_slice.schema)}.{quote(table_slice.table)}"
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> pl.DataFrame | StoredDays:
+        schema, stored, view = _names(context.upstream_output.definition_metadata, table_slice)
         days, day_column = _slice_days(table_slice)
         if days:
-            require_written(connection, table_slice.schema, table_slice.table, days, day_column)
+            require_written(connection, schema, stored, days, day_column)
+        if context.dagster_type.typing_type is StoredDays:
+            return _DuckDBDays(context.resource_config["database"], schema, table_slice.table, days, table_slice.columns)
+        table = f"{quote(schema)}.{quote(table_slice.table)}"
         columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
         where, params = _slice_filter(table_slice)
         return connection.sql(f"SELECT {columns} FROM {table} WHERE {where}", params=params).pl()
 
     @property
     def supported_types(self) -> Sequence[type]:
-        return [pl.DataFrame, pa.RecordBatchReader]
+        return [pl.DataFrame, pa.RecordBatchReader, DayRows, StoredDays]
+
+
+def _names(metadata: Mapping | None, table_slice: TableSlice) -> tuple[str, str, str | None]:
+    """schema, the table rows are stored in, and the view SQL when the asset's table is a view."""
+    metadata = metadata or {}
+    return table_slice.schema, metadata.get("stored_table", table_slice.table), metadata.get("view_sql")
+
+
+def _refuse_table_where_view_goes(connection, schema: str, name: str) -> None:
+    kind = connection.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchall()
+    if kind == [("BASE TABLE",)]:
+        raise SchemaMismatchError(
+            f"{schema}.{name} is a table written by an earlier version; it is now a view over what this asset "
+            f"stores. Nothing was written. Drop it (DROP TABLE {schema}.{name}) and re-materialise every partition."
+        )
 
 
 class _AtomicDuckDbClient(DuckDbClient):

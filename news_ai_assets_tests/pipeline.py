@@ -13,7 +13,7 @@ from news_ai_assets.definitions import all_assets, all_checks
 from news_ai_assets.storage import connect
 from news_ai_assets_tests.conftest import pipeline_resources
 
-ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/user_features",
+ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/candidate_stats", "features/user_features",
               "features/news_features", "features/text_embeddings", "silver/training_examples"]
 
 

@@ -35,6 +35,7 @@ def parse_behaviors_file(path: Path, split: str) -> list[dict]:
                     "history_length": len(history.split()),
                     "impressions_count": len(candidates),
                     "click_count": clicks,
+                    "clicked_news": [c["news_id"] for c in candidates if c["clicked"]],
                     "click_ratio": clicks / len(candidates) if labelled else None,
                     "day_of_week": when.weekday(),
                     "hour_of_day": when.hour,

@@ -44,8 +44,10 @@ def test_silver_rows_match_a_naive_reference_join(built, day):
     )
     silver = on_day["training_examples"]
     assert_rows_match(silver, expected, key=["split", "impression_id", "news_id"], tol=1e-5)
-    order = silver.select("split", "impression_id", "position")
-    assert order.equals(order.sort("split", "impression_id", "position"))
+    assert silver.columns == read_table(built[0], "silver.training_examples").columns
+    stored = read_table(built[0], "silver.cross_features").filter(pl.col("date") == day)  # what the view is built on
+    order = stored.select("split", "impression_id", "position")
+    assert order.equals(order.sort("split", "impression_id", "position")) and stored.height == silver.height
 
 
 def test_all_checks_pass_and_metadata_is_attached(built):
@@ -63,19 +65,19 @@ def test_all_checks_pass_and_metadata_is_attached(built):
 
 def test_rematerializing_gives_byte_identical_rows(built, tiny_mind):
     db, _, instance = built
-    before = read_table(db, "silver.training_examples")
+    key = ["date", "split", "impression_id", "position"]
+    before = read_table(db, "silver.training_examples").sort(key)
     materialize(db, tiny_mind, FIRST, LAST, selection=["silver/training_examples"], instance=instance)
-    after = read_table(db, "silver.training_examples")
+    after = read_table(db, "silver.training_examples").sort(key)
     assert after.equals(before)  # floats compared bit for bit, NULLs in place
 
 
 def test_chunk_size_does_not_change_a_byte(built):
     t = _tables(built[0])
     day = dt.date(2019, 11, 14)
-    args = [t[n] for n in ("interactions", "user_features", "news_features", "text_embeddings", "behaviors")]
-    news = t["news"].select("news_id", "category", "subcategory")
-    whole = pl.concat(silver_for_day(*args, news, day, SETTINGS.lookback_days))
-    pieces = pl.concat(silver_for_day(*args, news, day, SETTINGS.lookback_days, chunk_rows=7))
+    args = [t["interactions"], t["behaviors"], t["news"], t["text_embeddings"], read_table(built[0], "features.candidate_stats")]
+    whole = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days))
+    pieces = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days, chunk_rows=7))
     assert pieces.equals(whole) and whole.height == t["interactions"].filter(pl.col("date") == day).height
 
 

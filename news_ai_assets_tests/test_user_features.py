@@ -104,6 +104,7 @@ def _impression(draw, index: int, day: dt.date) -> dict:
         "history": draw(st.lists(st.sampled_from(NEWS_IDS), max_size=4, unique=True)),
         "impressions": [{"news_id": n, "clicked": c} for n, c in zip(candidates, clicks)],
         "history_length": 0, "impressions_count": len(candidates), "click_count": click_count,
+        "clicked_news": [n for n, c in zip(candidates, clicks) if c],
         "click_ratio": click_count / len(candidates) if labelled else None,
         "day_of_week": time.weekday(), "hour_of_day": time.hour,
     }
@@ -112,7 +113,8 @@ def _impression(draw, index: int, day: dt.date) -> dict:
 BEHAVIOR_SCHEMA = {
     "date": pl.Date, "impression_id": pl.Int32, "user_id": pl.String, "time": pl.Datetime("us"), "split": pl.String,
     "history": pl.List(pl.String), "impressions": pl.List(pl.Struct({"news_id": pl.String, "clicked": pl.Boolean})),
-    "history_length": pl.Int16, "impressions_count": pl.Int16, "click_count": pl.Int16, "click_ratio": pl.Float32,
+    "history_length": pl.Int32, "impressions_count": pl.Int32, "click_count": pl.Int32,
+    "clicked_news": pl.List(pl.String), "click_ratio": pl.Float32,
     "day_of_week": pl.Int8, "hour_of_day": pl.Int8,
 }
 

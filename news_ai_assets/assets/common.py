@@ -106,12 +106,6 @@ def day_metadata(context: dg.AssetExecutionContext, day: dt.date, metadata: Mapp
     context.add_asset_metadata({"partition": str(day), **metadata}, partition_key=day.isoformat())
 
 
-def frames_by_day(frame: pl.DataFrame, days: list[dt.date]) -> dict[dt.date, pl.DataFrame]:
-    """`frame` split by its date column, every day of `days` present (empty where it has no rows)."""
-    parts = frame.partition_by("date", as_dict=True, include_key=True)
-    return {day: parts.get((day,), frame.clear()) for day in days}
-
-
 def require_lookback_before_start_empty(context: dg.AssetExecutionContext, database: DuckDBDatabase) -> None:
     """Fails when a lookback window reaches before the first partition into days the raw files
     hold: no partition can store those days, so the window would silently be short."""

@@ -1,14 +1,16 @@
-"""Feature layer: per-day feature tables derived from bronze."""
+"""Feature layer: per-day feature tables derived from bronze, computed and stored one day at a time."""
 
+import datetime as dt
 import time
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, column_schema, day_metadata, frames_by_day, no_rows_where, non_finite_rows, partition_days,
-    preview, require_lookback_before_start_empty, run_metadata, sql_check, timed, unique_rows,
+    PARTITIONED_TABLE, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days, preview,
+    require_lookback_before_start_empty, run_metadata, sql_check, timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
     EMBEDDING_DESCRIPTIONS, article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors,
@@ -16,22 +18,59 @@ from news_ai_assets.compute.embeddings import (
 from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS, interactions_from_behaviors
 from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
 from news_ai_assets.compute.news_features import news_features as compute_news_features
+from news_ai_assets.compute.silver import CANDIDATE_STATS_DESCRIPTIONS
+from news_ai_assets.compute.silver import candidate_stats as compute_candidate_stats
 from news_ai_assets.compute.user_features import (
     USER_FEATURE_COLUMNS, USER_FEATURE_DESCRIPTIONS, null_counts_by_family, user_features_for_day,
 )
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import DuckDBDatabase
+from news_ai_assets.tables import DayRows, StoredDays
 
+INTERACTIONS = dg.AssetKey(["features", "interactions"])
 
 # Days D-W .. D, for the lookback W of NEWS_AI_LOOKBACK_DAYS (days before the first partition don't exist).
 LOOKBACK_AND_DAY = dg.TimeWindowPartitionMapping(
     start_offset=-SETTINGS.lookback_days, end_offset=0, allow_nonexistent_upstream_partitions=True
 )
+# What the lookback window needs of bronze/behaviors: everything but the lists (history of D is read apart).
+WINDOW_BEHAVIOR_COLUMNS = ["date", "impression_id", "user_id", "time", "split", "impressions_count", "click_count",
+                           "click_ratio", "day_of_week", "hour_of_day", "clicked_news"]
+
+
+def window_behaviors(behaviors: StoredDays, day: dt.date) -> pl.DataFrame:
+    """Bronze behaviors of D-W .. D for day D: the window days without their history lists (only
+    D's are read), so a large window stays small in memory."""
+    first = day - dt.timedelta(days=SETTINGS.lookback_days)
+    window = behaviors.read(first, day, WINDOW_BEHAVIOR_COLUMNS)
+    today = behaviors.read(day, columns=["date", "impression_id", "split", "history"])
+    return window.join(today, on=["date", "split", "impression_id"], how="left")
+
+
+def by_day(
+    context: dg.AssetExecutionContext, compute: Callable[[dt.date], pl.DataFrame],
+    metadata: Callable[[pl.DataFrame], Mapping[str, object]], descriptions: Mapping[str, str],
+    run_facts: Mapping[str, object] | None = None,
+) -> DayRows:
+    """DayRows of `compute(day)` for each day of the run, each day's metadata recorded with its
+    timing, the run's `run_facts`, and the column schema (with `descriptions`) from the first day."""
+    run_metadata(context, run_facts or {})
+
+    def days() -> Iterator:
+        for index, day in enumerate(partition_days(context)):
+            with timed(context, "compute") as timing:
+                rows = compute(day)
+            day_metadata(context, day, {**metadata(rows), **timing})
+            if index == 0:
+                context.add_asset_metadata({"dagster/column_schema": column_schema(rows.schema, descriptions)})
+            yield day, rows
+
+    return DayRows(days())
 
 
 @dg.asset(
-    key=["features", "interactions"],
+    key=INTERACTIONS,
     group_name="features",
     kinds={"duckdb", "polars"},
     ins={"behaviors": dg.AssetIn(
@@ -39,23 +78,34 @@ LOOKBACK_AND_DAY = dg.TimeWindowPartitionMapping(
     )},
     **PARTITIONED_TABLE,
 )
-def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> pl.DataFrame:
+def interactions(context: dg.AssetExecutionContext, behaviors: StoredDays) -> DayRows:
     """One row per (impression, candidate) with its position and label (NULL on unlabelled days)."""
-    frames = []
-    for day, impressions in frames_by_day(behaviors, partition_days(context)).items():
-        with timed(context, "compute") as timing:
-            rows = interactions_from_behaviors(impressions)
-        frames.append(rows)
-        day_metadata(context, day, {
-            "impressions": impressions.height,
+    return by_day(
+        context, lambda day: interactions_from_behaviors(behaviors.read(day)),
+        lambda rows: {
+            "impressions": rows.select(pl.struct("split", "impression_id").n_unique()).item() if rows.height else 0,
             "clicks": int(rows.get_column("clicked").sum() or 0),
             "unlabelled_rows": rows.get_column("clicked").null_count(),
-            **timing,
             "preview": preview(rows),
-        })
-    result = pl.concat(frames)
-    run_metadata(context, {"dagster/column_schema": column_schema(result.schema, INTERACTION_DESCRIPTIONS)})
-    return result
+        },
+        INTERACTION_DESCRIPTIONS,
+    )
+
+
+@dg.asset(
+    key=["features", "candidate_stats"],
+    group_name="features",
+    kinds={"duckdb", "polars"},
+    ins={"interactions": dg.AssetIn(INTERACTIONS, metadata={"columns": ["date", "news_id", "time", "clicked"]})},
+    **PARTITIONED_TABLE,
+)
+def candidate_stats(context: dg.AssetExecutionContext, interactions: StoredDays) -> DayRows:
+    """Per article shown on D: shows, labelled shows, clicks and first showing. Silver adds these
+    up over its lookback window instead of exploding every window day's impressions again."""
+    return by_day(
+        context, lambda day: compute_candidate_stats(interactions.read(day)),
+        lambda rows: {"articles": rows.height, "preview": preview(rows)}, CANDIDATE_STATS_DESCRIPTIONS,
+    )
 
 
 @dg.asset(
@@ -63,45 +113,37 @@ def interactions(context: dg.AssetExecutionContext, behaviors: pl.DataFrame) -> 
     group_name="features",
     kinds={"duckdb", "polars"},
     ins={
-        "behaviors": dg.AssetIn(
-            BEHAVIORS,
-            partition_mapping=LOOKBACK_AND_DAY,
-            metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "history", "impressions",
-                                  "impressions_count", "click_count", "click_ratio", "day_of_week", "hour_of_day"]},
-        ),
-        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["news_id", "category", "subcategory"]}),
+        "behaviors": dg.AssetIn(BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY),
+        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["date", "news_id", "category", "subcategory"]}),
     },
     **PARTITIONED_TABLE,
 )
 def user_features(
-    context: dg.AssetExecutionContext, behaviors: pl.DataFrame, news: pl.DataFrame, duckdb_database: DuckDBDatabase,
-) -> pl.DataFrame:
+    context: dg.AssetExecutionContext, behaviors: StoredDays, news: StoredDays, duckdb_database: DuckDBDatabase,
+) -> DayRows:
     """Per user active on D, as of the start of D: the W days before D plus the history list, never D's labels.
 
     Every day of the window was checked when the inputs loaded (the IO manager refuses a day never
     materialised); days before the first partition must hold no raw impressions.
     """
     require_lookback_before_start_empty(context, duckdb_database)
-    news = news.unique("news_id")
-    frames = []
-    for day in partition_days(context):
-        with timed(context, "compute") as timing:
-            features = user_features_for_day(behaviors, news, day, SETTINGS.lookback_days)
-        frames.append(features)
-        day_metadata(context, day, {
+
+    def compute(day: dt.date) -> pl.DataFrame:
+        first = day - dt.timedelta(days=SETTINGS.lookback_days)
+        categories = news.read(first, day, ["news_id", "category", "subcategory"]).unique("news_id")
+        return user_features_for_day(window_behaviors(behaviors, day), categories, day, SETTINGS.lookback_days)
+
+    return by_day(
+        context, compute,
+        lambda features: {
             "users": features.height,
             "users_without_window_activity": int((features.get_column("behavior_count") == 0).sum()),
             **{f"nulls_{family}": count for family, count in null_counts_by_family(features).items()},
-            **timing,
             "preview": preview(features.select(USER_FEATURE_COLUMNS[:12])),
-        })
-    result = pl.concat(frames)
-    run_metadata(context, {
-        "lookback_days": SETTINGS.lookback_days,
-        "feature_count": len(USER_FEATURE_COLUMNS) - 2,
-        "dagster/column_schema": column_schema(result.schema, USER_FEATURE_DESCRIPTIONS),
-    })
-    return result
+        },
+        USER_FEATURE_DESCRIPTIONS,
+        {"lookback_days": SETTINGS.lookback_days, "feature_count": len(USER_FEATURE_COLUMNS) - 2},
+    )
 
 
 @dg.asset(
@@ -111,17 +153,12 @@ def user_features(
     ins={"news": dg.AssetIn(NEWS)},
     **PARTITIONED_TABLE,
 )
-def news_features(context: dg.AssetExecutionContext, news: pl.DataFrame) -> pl.DataFrame:
+def news_features(context: dg.AssetExecutionContext, news: StoredDays) -> DayRows:
     """Category, text statistics and entity counts per article of bronze/news[D]."""
-    frames = []
-    for day, articles in frames_by_day(news, partition_days(context)).items():
-        with timed(context, "compute") as timing:
-            features = compute_news_features(articles)
-        frames.append(features)
-        day_metadata(context, day, {"articles": features.height, **timing, "preview": preview(features)})
-    result = pl.concat(frames)
-    run_metadata(context, {"dagster/column_schema": column_schema(result.schema, NEWS_FEATURE_DESCRIPTIONS)})
-    return result
+    return by_day(
+        context, lambda day: compute_news_features(news.read(day)),
+        lambda features: {"articles": features.height, "preview": preview(features)}, NEWS_FEATURE_DESCRIPTIONS,
+    )
 
 
 @dg.asset(
@@ -133,13 +170,15 @@ def news_features(context: dg.AssetExecutionContext, news: pl.DataFrame) -> pl.D
 )
 def text_embeddings(
     context: dg.AssetExecutionContext,
-    news: pl.DataFrame,
+    news: StoredDays,
     embedding_model: EmbeddingModel,
     duckdb_database: DuckDBDatabase,
-) -> pl.DataFrame:
-    """One L2-normalised vector per article of bronze/news[D]; only texts never embedded before are encoded."""
-    texts = article_texts(news, embedding_model.text_fields)
+) -> DayRows:
+    """One L2-normalised vector per article of bronze/news[D]; only texts never embedded before are
+    encoded (all of the run's new texts first, in one pass, then the days one by one from the cache)."""
     key = embedding_model.spec.cache_key
+    texts = article_texts(news.scan().select("date", "news_id", "title", "abstract").unique("news_id").collect(),
+                          embedding_model.text_fields)
     hashes = texts.get_column("text_hash")
     with duckdb_database.connect() as conn:
         ensure_cache(conn)
@@ -162,32 +201,37 @@ def text_embeddings(
             ):
                 store_vectors(conn, key, todo_hashes[i * chunk : i * chunk + len(vectors)], vectors)
             seconds = time.perf_counter() - started
-        vectors = cached_vectors(conn, key, hashes)
-    dimension = len(vectors.get_column("embedding")[0]) if vectors.height else 384
-    result = with_vectors(texts, vectors, dimension)
     embedded_now = set(todo.get_column("text_hash"))
-    for day, articles in frames_by_day(result, partition_days(context)).items():
-        day_hashes = articles.get_column("text_hash").unique()
-        day_metadata(context, day, {
+
+    def compute(day: dt.date) -> pl.DataFrame:
+        day_texts = article_texts(news.read(day), embedding_model.text_fields)
+        with duckdb_database.connect() as conn:
+            vectors = cached_vectors(conn, key, day_texts.get_column("text_hash"))
+        dimension = len(vectors.get_column("embedding")[0]) if vectors.height else 384
+        return with_vectors(day_texts, vectors, dimension)
+
+    return by_day(
+        context, compute,
+        lambda articles: {
             "articles": articles.height,
-            "distinct_texts": day_hashes.len(),
-            "texts_embedded_by_this_run": int(day_hashes.is_in(embedded_now).sum()),
+            "distinct_texts": articles.get_column("text_hash").n_unique(),
+            "texts_embedded_by_this_run": int(articles.get_column("text_hash").unique().is_in(embedded_now).sum()),
             "preview": preview(articles.with_columns(pl.col("embedding").arr.head(4).cast(pl.List(pl.Float32)))),
-        })
-    run_metadata(context, {
-        "run_distinct_texts": hashes.n_unique(),
-        "run_cache_hits": hashes.n_unique() - todo.height,
-        "run_newly_embedded": todo.height,
-        "run_texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
-        "device": encoder.device if encoder else "not loaded (all cached)",
-        "model": key,
-        "dagster/column_schema": column_schema(result.schema, EMBEDDING_DESCRIPTIONS),
-    })
-    return result
+        },
+        EMBEDDING_DESCRIPTIONS,
+        {
+            "run_distinct_texts": hashes.n_unique(),
+            "run_cache_hits": hashes.n_unique() - todo.height,
+            "run_newly_embedded": todo.height,
+            "run_texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
+            "device": encoder.device if encoder else "not loaded (all cached)",
+            "model": key,
+        },
+    )
 
 
 feature_checks = [
-    sql_check(dg.AssetKey(["features", "interactions"]), "unique_candidates", "No (impression, candidate) twice.",
+    sql_check(INTERACTIONS, "unique_candidates", "No (impression, candidate) twice.",
               unique_rows("features.interactions", "split, impression_id, news_id")),
     sql_check(dg.AssetKey(["features", "user_features"]), "one_row_per_user", "One row per user and day.",
               unique_rows("features.user_features", "date, user_id")),

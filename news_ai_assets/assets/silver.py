@@ -1,4 +1,9 @@
-"""Silver layer: the model-ready table, and the checks that gate it."""
+"""Silver layer: the model-ready table, and the checks that gate it.
+
+silver/training_examples stores only what it computes (identifiers, label, cross features) in
+`silver.cross_features`; the table consumers read, `silver.training_examples`, is a view that
+joins the user and news features on, so the wide rows are never written a second time.
+"""
 
 import datetime as dt
 import itertools
@@ -7,33 +12,32 @@ from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
-import pyarrow as pa
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
     preview, require_lookback_before_start_empty, run_metadata, sql_check, unique_rows,
 )
-from news_ai_assets.assets.features import LOOKBACK_AND_DAY
-from news_ai_assets.compute.silver import SILVER_DESCRIPTIONS, daily_candidate_stats, silver_for_day, silver_stream
+from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, window_behaviors
+from news_ai_assets.compute.silver import (
+    CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
+)
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import DuckDBDatabase
+from news_ai_assets.tables import DayRows, StoredDays
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
-INTERACTIONS = dg.AssetKey(["features", "interactions"])
 
 
-def _with_day_metadata(
-    context: dg.AssetExecutionContext, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict
-) -> Iterator[pl.DataFrame]:
-    """Passes a day's chunks on, then records that day's metadata: its preview and the seconds
-    its rows took to compute and write (the stream is consumed by the IO manager's insert)."""
-    started, shown = time.perf_counter(), None
-    for chunk in chunks:
-        shown = shown or preview(chunk.select(chunk.columns[:14]))
-        yield chunk
-    day_metadata(context, day, {**facts, "compute_and_write_seconds": round(time.perf_counter() - started, 3),
-                                "preview": shown})
+def _wide_schema(first: pl.DataFrame, user_features: StoredDays, news_features: StoredDays) -> pl.Schema:
+    """The view's columns: the stored ones, with the user and news features joined on."""
+    users, news = user_features.scan().collect_schema(), news_features.scan().collect_schema()
+    return pl.Schema([
+        *((c, first.schema[c]) for c in ID_COLUMNS),
+        *((c, t) for c, t in users.items() if c not in ("date", "user_id")),
+        *((c, t) for c, t in news.items() if c not in ("date", "news_id")),
+        *((c, first.schema[c]) for c in CROSS_COLUMNS),
+    ])
 
 
 @dg.asset(
@@ -42,57 +46,72 @@ def _with_day_metadata(
     kinds={"duckdb", "polars"},
     ins={
         "interactions": dg.AssetIn(INTERACTIONS),
+        "candidate_stats": dg.AssetIn(["features", "candidate_stats"], partition_mapping=LOOKBACK_AND_DAY),
         "user_features": dg.AssetIn(["features", "user_features"]),
         "news_features": dg.AssetIn(["features", "news_features"]),
         "text_embeddings": dg.AssetIn(["features", "text_embeddings"], metadata={"columns": ["date", "news_id", "embedding"]}),
-        "behaviors": dg.AssetIn(
-            BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY,
-            metadata={"columns": ["date", "impression_id", "user_id", "time", "split", "history", "impressions", "click_count"]},
-        ),
-        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["news_id", "category", "subcategory"]}),
+        "behaviors": dg.AssetIn(BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY),
+        "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["date", "news_id", "category", "subcategory"]}),
     },
-    **PARTITIONED_TABLE,
+    **{**PARTITIONED_TABLE, "metadata": {
+        **PARTITIONED_TABLE["metadata"], "stored_table": "cross_features",
+        "view_sql": wide_view_sql("silver.cross_features", "features.user_features", "features.news_features"),
+    }},
 )
 def training_examples(
     context: dg.AssetExecutionContext,
-    interactions: pl.DataFrame,
-    user_features: pl.DataFrame,
-    news_features: pl.DataFrame,
-    text_embeddings: pl.DataFrame,
-    behaviors: pl.DataFrame,
-    news: pl.DataFrame,
+    interactions: StoredDays,
+    candidate_stats: StoredDays,
+    user_features: StoredDays,
+    news_features: StoredDays,
+    text_embeddings: StoredDays,
+    behaviors: StoredDays,
+    news: StoredDays,
     duckdb_database: DuckDBDatabase,
-) -> pa.RecordBatchReader:
+) -> DayRows:
     """One row per candidate shown on D: label, user features as of D, news features, cross features.
 
-    Computed and written in chunks of impressions, so a MIND-large day stays within a few GiB.
+    Computed and written a day at a time, in chunks of impressions, so a MIND-large day (~14 M rows)
+    stays within a few GiB and a range run holds one day.
     """
     require_lookback_before_start_empty(context, duckdb_database)
-    no_news = interactions.join(news_features, on=["date", "news_id"], how="anti").group_by("date").len()
-    no_embedding = interactions.join(text_embeddings, on=["date", "news_id"], how="anti").group_by("date").len()
-    if no_news.height or no_embedding.height:
-        context.log.warning(
-            f"{no_news.get_column('len').sum()} candidate rows lack news features and "
-            f"{no_embedding.get_column('len').sum()} lack an embedding (articles absent from news.tsv); "
-            "they keep NULL cross features"
-        )
+    run_metadata(context, {})
+    days = partition_days(context)
 
-    def count_on(counts: pl.DataFrame, day: dt.date) -> int:
-        return int(counts.filter(pl.col("date") == day).get_column("len").sum())
+    def day_rows():
+        for day in days:
+            started, first = time.perf_counter(), day - dt.timedelta(days=SETTINGS.lookback_days)
+            day_interactions = interactions.read(day, columns=ID_COLUMNS)
+            articles = day_interactions.select("news_id")
+            facts = {
+                "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
+                "rows_missing_embedding": articles.join(text_embeddings.read(day, columns=["news_id"]), on="news_id", how="anti").height,
+            }
+            if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:
+                context.log.warning(f"{day}: {facts['rows_missing_news_features']} candidate rows lack news features and "
+                                    f"{facts['rows_missing_embedding']} an embedding; they keep NULL cross features")
+            chunks = silver_for_day(
+                day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
+                candidate_stats.read(first, day), day, SETTINGS.lookback_days,
+            )
+            head = next(chunks)
+            if day == days[0]:
+                schema = _wide_schema(head, user_features, news_features)
+                context.add_asset_metadata({"columns": len(schema), "dagster/column_schema": column_schema(schema, SILVER_DESCRIPTIONS)})
+            yield day, rows_as_stream(_recorded(context, day, itertools.chain([head], chunks), facts, started))
 
-    daily_candidates = daily_candidate_stats(behaviors)
-    chunks = itertools.chain.from_iterable(
-        _with_day_metadata(
-            context, day,
-            silver_for_day(interactions, user_features, news_features, text_embeddings, behaviors, news, day,
-                           SETTINGS.lookback_days, daily_candidates),
-            {"rows_missing_news_features": count_on(no_news, day), "rows_missing_embedding": count_on(no_embedding, day)},
-        )
-        for day in partition_days(context)
-    )
-    first = next(chunks)
-    run_metadata(context, {"columns": first.width, "dagster/column_schema": column_schema(first.schema, SILVER_DESCRIPTIONS)})
-    return silver_stream(itertools.chain([first], chunks))
+    return DayRows(day_rows())
+
+
+def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict, started: float) -> Iterator[pl.DataFrame]:
+    """Passes a day's chunks on, then records that day's metadata: `facts`, its preview, and the
+    seconds its rows took to compute and store (the IO manager inserts them as they come)."""
+    shown = None
+    for chunk in chunks:
+        shown = shown or preview(chunk.select(chunk.columns[:14]))
+        yield chunk
+    day_metadata(context, day, {**facts, "compute_and_write_seconds": round(time.perf_counter() - started, 3),
+                                "preview": shown})
 
 
 SILVER_TABLE = "silver.training_examples"

@@ -60,6 +60,9 @@ NEWS_FEATURE_DESCRIPTIONS = {
 }
 
 
+NEWS_FEATURE_COLUMNS = list(NEWS_FEATURE_DESCRIPTIONS)
+
+
 def news_features(news: pl.DataFrame) -> pl.DataFrame:
     """One row per (date, news_id) of bronze/news."""
     text = combined_text(pl.col("title"), pl.col("abstract"))

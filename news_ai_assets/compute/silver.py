@@ -1,8 +1,11 @@
 """Silver training examples: each candidate of a day's impressions with every feature a model reads.
 
-Rows are features/interactions[D] in (split, impression_id, position) order, with the user's
-features as of the start of D, the candidate's news features, and cross features. For a
-candidate c shown to user u on day D (W = lookback days):
+Rows are features/interactions[D], with the user's features as of the start of D, the
+candidate's news features, and cross features. Only the identifiers, the label and the cross
+features are computed and stored here (`silver.cross_features`, in (split, impression_id,
+position) order); the view `silver.training_examples` adds the user and news features by joining
+their tables, so the wide table is never written twice. For a candidate c shown to user u on day
+D (W = lookback days):
 
 - user_category_ratio / user_subcategory_ratio: the share of u's content items (history list
   plus articles clicked in D-W..D-1, as for user features) whose category / subcategory is c's.
@@ -30,8 +33,10 @@ import pyarrow as pa
 import scipy.sparse
 
 from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS
-from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
-from news_ai_assets.compute.user_features import USER_FEATURE_DESCRIPTIONS, active_users, content_items, lookback_window
+from news_ai_assets.compute.news_features import NEWS_FEATURE_COLUMNS, NEWS_FEATURE_DESCRIPTIONS
+from news_ai_assets.compute.user_features import (
+    USER_FEATURE_COLUMNS, USER_FEATURE_DESCRIPTIONS, active_users, content_items, lookback_window,
+)
 
 PRIOR_WEIGHT = 20
 ID_COLUMNS = ["date", "impression_id", "user_id", "news_id", "time", "position", "split", "clicked"]
@@ -55,25 +60,33 @@ SILVER_DESCRIPTIONS = {
 }
 
 
-def daily_candidate_stats(behaviors: pl.DataFrame) -> pl.DataFrame:
-    """Per (date, news_id): shows, labelled shows, clicks and first showing; one day exploded at a time."""
-    per_day = [
-        behaviors.filter(pl.col("date") == date)
-        .select("date", "time", "impressions", pl.col("click_count").is_not_null().alias("labelled"))
-        .explode("impressions")
-        .unnest("impressions")
-        .group_by("date", "news_id")
+CANDIDATE_STATS_SCHEMA = {"date": pl.Date, "news_id": pl.String, "shown": pl.Int32, "labelled": pl.Int32,
+                          "clicks": pl.Int32, "first_shown": pl.Datetime("us")}
+CANDIDATE_STATS_DESCRIPTIONS = {
+    "date": "The partition: day D.",
+    "news_id": "An article shown as a candidate on D.",
+    "shown": "Times it was shown on D (all splits).",
+    "labelled": "Times it was shown in labelled impressions on D.",
+    "clicks": "Times it was clicked on D.",
+    "first_shown": "Time of its first showing on D.",
+}
+
+
+def candidate_stats(interactions: pl.DataFrame) -> pl.DataFrame:
+    """Per (date, news_id) of features/interactions: shows, labelled shows, clicks and first showing.
+    Silver's window statistics add these up over D-W .. D, so no window day is exploded again."""
+    return (
+        interactions.group_by("date", "news_id")
         .agg(
-            pl.len().cast(pl.Int32).alias("shown"),
-            pl.col("labelled").sum().cast(pl.Int32).alias("labelled"),
-            pl.col("clicked").fill_null(False).sum().cast(pl.Int32).alias("clicks"),
+            pl.len().alias("shown"),
+            pl.col("clicked").is_not_null().sum().alias("labelled"),
+            pl.col("clicked").fill_null(False).sum().alias("clicks"),
             pl.col("time").min().alias("first_shown"),
         )
-        for date in behaviors.get_column("date").unique().sort()
-    ]
-    empty = pl.DataFrame(schema={"date": pl.Date, "news_id": pl.String, "shown": pl.Int32, "labelled": pl.Int32,
-                                 "clicks": pl.Int32, "first_shown": pl.Datetime("us")})
-    return pl.concat([empty, *per_day])
+        .cast(CANDIDATE_STATS_SCHEMA)
+        .select(list(CANDIDATE_STATS_SCHEMA))
+        .sort("date", "news_id")
+    )
 
 
 def _candidate_history(daily: pl.DataFrame, day: dt.date, lookback_days: int) -> tuple[pl.DataFrame, float]:
@@ -142,21 +155,21 @@ def _similarity(user_rows: np.ndarray, embedding_rows: np.ndarray, means: np.nda
 
 
 def silver_for_day(
-    interactions: pl.DataFrame, user_features: pl.DataFrame, news_features: pl.DataFrame,
-    embeddings: pl.DataFrame, behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.date,
-    lookback_days: int, daily_candidates: pl.DataFrame | None = None, chunk_rows: int = 500_000,
+    interactions: pl.DataFrame, behaviors: pl.DataFrame, news: pl.DataFrame, embeddings: pl.DataFrame,
+    daily_candidates: pl.DataFrame, day: dt.date, lookback_days: int, chunk_rows: int = 500_000,
 ) -> Iterator[pl.DataFrame]:
-    """Silver rows of `day` in chunks of about `chunk_rows`.
+    """Silver's stored rows (identifiers, label, cross features) of `day` in chunks of about `chunk_rows`.
 
-    interactions, user_features, news_features, embeddings: those tables for `day`.
-    behaviors: bronze behaviors of days D-W .. D; news: news_id, category, subcategory of D-W .. D.
-    daily_candidates: daily_candidate_stats(behaviors), when several days share it.
+    interactions, embeddings: those tables for `day`.
+    behaviors: bronze behaviors of days D-W .. D (history read for D only, clicked_news for D-W .. D-1).
+    news: news_id, category, subcategory of D-W .. D.
+    daily_candidates: candidate_stats of D-W .. D.
     """
     users = active_users(behaviors, day)
     window = lookback_window(behaviors, day, lookback_days)
-    known_items, category_share, subcategory_share = _user_preferences(users, window, news.unique("news_id"))
-    daily = daily_candidates if daily_candidates is not None else daily_candidate_stats(behaviors)
-    candidates, prior = _candidate_history(daily, day, lookback_days)
+    categories = news.select("news_id", "category", "subcategory").unique("news_id")
+    known_items, category_share, subcategory_share = _user_preferences(users, window, categories)
+    candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
 
     day_embeddings = embeddings.filter(pl.col("date") == day).unique("news_id").sort("news_id")
     vectors = np.asarray(day_embeddings.get_column("embedding").to_numpy(), dtype=np.float32).reshape(
@@ -166,14 +179,11 @@ def silver_for_day(
     means = _history_means(users, index, vectors)
     user_index = users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
 
-    day_users = user_features.filter(pl.col("date") == day).drop("date")
-    day_news = news_features.filter(pl.col("date") == day).drop("date").unique("news_id")
-    rows = interactions.filter(pl.col("date") == day).sort("split", "impression_id", "position")
+    rows = interactions.filter(pl.col("date") == day).select(ID_COLUMNS).sort("split", "impression_id", "position")
     for start in range(0, max(rows.height, 1), chunk_rows):
         chunk = (
             rows.slice(start, chunk_rows)
-            .join(day_users, on="user_id", how="left", maintain_order="left")
-            .join(day_news, on="news_id", how="left", maintain_order="left")
+            .join(categories, on="news_id", how="left", maintain_order="left")
             .join(known_items, on="user_id", how="left", maintain_order="left")
             .join(category_share, on=["user_id", "category"], how="left", maintain_order="left")
             .join(subcategory_share, on=["user_id", "subcategory"], how="left", maintain_order="left")
@@ -198,16 +208,11 @@ def silver_for_day(
             .cast(pl.Float32).alias("candidate_ctr"),
             ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 86_400_000_000)
             .cast(pl.Float32).alias("article_age_days"),
-        ).select(
-            *ID_COLUMNS,
-            *[c for c in day_users.columns if c != "user_id"],
-            *[c for c in day_news.columns if c != "news_id"],
-            *CROSS_COLUMNS,
-        )
+        ).select(*ID_COLUMNS, *CROSS_COLUMNS)
 
 
-def silver_stream(chunks: Iterator[pl.DataFrame]) -> pa.RecordBatchReader:
-    """The chunks as one Arrow stream, for the IO manager to insert as they are computed."""
+def rows_as_stream(chunks: Iterator[pl.DataFrame]) -> pa.RecordBatchReader:
+    """Chunks of one schema as one Arrow stream, for storage to insert as they are computed."""
     first = next(chunks).to_arrow()
 
     def batches():
@@ -216,3 +221,16 @@ def silver_stream(chunks: Iterator[pl.DataFrame]) -> pa.RecordBatchReader:
             yield from chunk.to_arrow().cast(first.schema).to_batches()
 
     return pa.RecordBatchReader.from_batches(first.schema, batches())
+
+
+def wide_view_sql(stored: str, user_features: str, news_features: str) -> str:
+    """The wide silver table over the stored cross features: user and news features joined on."""
+    users = [c for c in USER_FEATURE_COLUMNS if c not in ("date", "user_id")]
+    news = [c for c in NEWS_FEATURE_COLUMNS if c not in ("date", "news_id")]
+    columns = [*(f"c.{c}" for c in ID_COLUMNS), *(f"u.{c}" for c in users), *(f"n.{c}" for c in news),
+               *(f"c.{c}" for c in CROSS_COLUMNS)]
+    return (
+        f"SELECT {', '.join(columns)} FROM {stored} c "
+        f"LEFT JOIN {user_features} u ON u.date = c.date AND u.user_id = c.user_id "
+        f"LEFT JOIN {news_features} n ON n.date = c.date AND n.news_id = c.news_id"
+    )

@@ -135,12 +135,7 @@ def active_users(behaviors: pl.DataFrame, day: dt.date) -> pl.DataFrame:
 
 def content_items(users: pl.DataFrame, window: pl.DataFrame) -> pl.DataFrame:
     """user_id, news_id: each user's history list plus the articles they clicked in the window."""
-    clicked = window.select(
-        "user_id",
-        pl.col("impressions")
-        .list.eval(pl.element().filter(pl.element().struct.field("clicked").fill_null(False)).struct.field("news_id"))
-        .alias("news_id"),
-    )
+    clicked = window.select("user_id", pl.col("clicked_news").alias("news_id"))
     items = pl.concat([users.select("user_id", pl.col("history").alias("news_id")), clicked]).explode("news_id")
     return items.drop_nulls("news_id").join(users.select("user_id"), on="user_id", how="semi")
 
@@ -256,7 +251,7 @@ def user_features_for_day(behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.d
     """One row per user active on `day`.
 
     behaviors: bronze behaviors of (at least) days day-W .. day; of `day` itself only user_id,
-      time, split, impression_id and history are read.
+      time, split, impression_id and history are read, and of the window days all but history.
     news: news_id, category, subcategory of the articles those reference (one row per id).
     """
     users = active_users(behaviors, day)

@@ -12,6 +12,7 @@ named like a pattern is read as itself. Everything here is plain DuckDB/Polars a
 import datetime as dt
 import os
 import re
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -40,6 +41,7 @@ BEHAVIOR_DESCRIPTIONS = {
     "impressions_count": "Number of candidates.",
     "click_count": "Clicked candidates; NULL when unlabelled.",
     "click_ratio": "click_count / impressions_count; NULL when unlabelled.",
+    "clicked_news": "The clicked candidates' news ids, in shown order ([] when none or unlabelled).",
     "day_of_week": "Weekday of time, 0 = Monday.",
     "hour_of_day": "Hour of time, 0-23.",
 }
@@ -180,77 +182,91 @@ def _overlong_rejects(path: Path, overlong: list[tuple[int, int, int]]) -> pl.Da
     )
 
 
-def _read(
-    fields: tuple[str, ...], path: Path, validation: str, columns: str, key: str, key_of_raw: str, keep: str,
-    params: dict, day_of_raw: str = "NULL::DATE",
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Reads one file; returns (good rows that satisfy `keep`, every rejected line, lines per day).
+@dataclass(frozen=True)
+class ParsedFile:
+    """One file parsed into a connection's temp tables: `parsed_rows` (every good row, all days),
+    `parsed_rejects` (every rejected line) and `parsed_days` (lines per day, behaviors only)."""
+
+    split: str
+    path: Path
+    lines: int
+    blank_lines: int
+    rows: int
+    rejects: int
+
+
+def _parse(
+    conn, split: str, path: Path, fields: tuple[str, ...], validation: str, columns: str, key: str, key_of_raw: str,
+    day_of_raw: str = "NULL::DATE",
+) -> ParsedFile:
+    """Parses one file into `conn`'s temp tables (see ParsedFile), replacing what they held.
 
     `validation` holds CTEs over `raw` (the file's fields and `raw_line`) that define `validated`
     with a `reason` (NULL for a good line); `columns` is the output's SELECT list over it.
     Duplicate keys (`key` of a good row; `key_of_raw`, the same from the raw fields): identical
     lines are kept once; lines that disagree are all rejected, since nothing says which is right.
-    `day_of_raw` dates a raw line, for the count of lines per day. The file is scanned twice
-    (keys and days, then the rows), so memory holds the kept rows and the rejects, not the whole file.
+    `day_of_raw` dates a raw line, for the count of lines per day. The file is scanned twice (keys
+    and days, then the rows); DuckDB keeps the rows and spills them to disk when they outgrow memory.
     """
+    values = {"file": _literal(path), "path": str(path), "split": split}
+
     def run(query: str) -> None:
-        values = {"file": _literal(path), "path": str(path), **params}
         conn.execute(query, {k: v for k, v in values.items() if f"${k}" in query})
 
     scan = scan_lines(path, MAX_LINE_BYTES)
     cte = f"WITH raw AS (SELECT *, concat_ws('\t', {', '.join(fields)}, overflow) AS raw_line FROM {_csv_scan(fields)}), {validation}"
-    conn = open_duckdb()
+    conn.execute("DROP VIEW IF EXISTS parsed_rows")
+    run(  # one cheap pass: each line's key, content hash and day
+        f"CREATE OR REPLACE TEMP TABLE parsed_lines AS {cte} SELECT {key_of_raw} AS line_key, "
+        f"hash(raw_line) AS line_hash, {day_of_raw} AS day FROM raw"
+    )
+    reader_rejects = _reader_rejects(conn, path)  # recorded by the first scan only
+    records = conn.execute("SELECT count(*) FROM parsed_lines").fetchall()[0][0]
+    unaccounted = scan.nonblank - records - reader_rejects.height - len(scan.overlong)
+    if unaccounted:
+        raise MindInputError(
+            f"{path} has {scan.nonblank} non-blank lines, but DuckDB's reader gave {records} records and "
+            f"{reader_rejects.height} rejects, and {len(scan.overlong)} lines are over {MAX_LINE_BYTES:,} bytes: "
+            f"{unaccounted} lines are unaccounted for, so nothing of it is used. Please report this file."
+        )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE parsed_days AS SELECT day AS date, count(*)::BIGINT AS lines FROM parsed_lines "
+        "WHERE day IS NOT NULL GROUP BY day ORDER BY day"
+    )
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE duplicated AS SELECT line_key AS duplicate_key, count(DISTINCT line_hash) AS versions "
+        "FROM parsed_lines WHERE line_key IS NOT NULL GROUP BY line_key HAVING count(*) > 1"
+    )
+    conn.execute("DROP TABLE parsed_lines")
+    run(
+        f"""CREATE OR REPLACE TEMP TABLE checked AS {cte}
+        SELECT {columns},
+            coalesce(reason, CASE WHEN d.versions > 1 THEN 'conflicting lines share one {key}'
+                                  WHEN d.versions = 1 THEN 'duplicate line' END) AS reject_reason,
+            CASE WHEN reject_reason IS NOT NULL THEN raw_line END AS raw_line
+        FROM validated LEFT JOIN duplicated d ON validated.{key} = d.duplicate_key"""
+    )
+    conn.execute(  # one copy of each exactly duplicated line is a good row after all
+        f"""UPDATE checked SET reject_reason = NULL, raw_line = NULL WHERE rowid IN (
+            SELECT min(rowid) FROM checked WHERE reject_reason = 'duplicate line' GROUP BY {key})"""
+    )
+    conn.register("overlong_rejects", _overlong_rejects(path, scan.overlong).to_arrow())
+    conn.register("reader_rejects", reader_rejects.cast(REJECT_SCHEMA).to_arrow())
     try:
-        run(  # one cheap pass: each line's key, content hash and day
-            f"CREATE TEMP TABLE lines AS {cte} SELECT {key_of_raw} AS line_key, hash(raw_line) AS line_hash, "
-            f"{day_of_raw} AS day FROM raw"
-        )
-        reader_rejects = _reader_rejects(conn, path)  # recorded by the first scan only
-        records = conn.execute("SELECT count(*) FROM lines").fetchall()[0][0]
-        unaccounted = scan.nonblank - records - reader_rejects.height - len(scan.overlong)
-        if unaccounted:
-            raise MindInputError(
-                f"{path} has {scan.nonblank} non-blank lines, but DuckDB's reader gave {records} records and "
-                f"{reader_rejects.height} rejects, and {len(scan.overlong)} lines are over {MAX_LINE_BYTES:,} bytes: "
-                f"{unaccounted} lines are unaccounted for, so nothing of it is used. Please report this file."
-            )
-        days = conn.sql("SELECT day AS date, count(*) AS lines FROM lines WHERE day IS NOT NULL GROUP BY day ORDER BY day").pl()
-        conn.execute(
-            "CREATE TEMP TABLE duplicated AS SELECT line_key AS duplicate_key, count(DISTINCT line_hash) AS versions "
-            "FROM lines WHERE line_key IS NOT NULL GROUP BY line_key HAVING count(*) > 1"
-        )
-        conn.execute("DROP TABLE lines")
         run(
-            f"""CREATE TEMP TABLE checked AS {cte}
-            SELECT {columns},
-                coalesce(reason, CASE WHEN d.versions > 1 THEN 'conflicting lines share one {key}'
-                                      WHEN d.versions = 1 THEN 'duplicate line' END) AS reject_reason,
-                CASE WHEN reject_reason IS NOT NULL THEN raw_line END AS raw_line
-            FROM validated LEFT JOIN duplicated d ON validated.{key} = d.duplicate_key
-            WHERE reason IS NOT NULL OR d.duplicate_key IS NOT NULL OR ({keep})"""
+            """CREATE OR REPLACE TEMP TABLE parsed_rejects AS
+            SELECT * FROM overlong_rejects UNION ALL SELECT * FROM reader_rejects UNION ALL (
+                SELECT $path AS source_file, NULL::BIGINT AS line, reject_reason AS reason, raw_line
+                FROM checked WHERE reject_reason IS NOT NULL ORDER BY raw_line, reason)"""
         )
-        conn.execute(  # one copy of each exactly duplicated line is a good row after all
-            f"""UPDATE checked SET reject_reason = NULL, raw_line = NULL WHERE rowid IN (
-                SELECT min(rowid) FROM checked WHERE reject_reason = 'duplicate line' GROUP BY {key})"""
-        )
-        rejects = pl.concat(
-            [
-                _overlong_rejects(path, scan.overlong),
-                reader_rejects,
-                conn.sql(
-                    "SELECT $path AS source_file, NULL::BIGINT AS line, reject_reason AS reason, raw_line "
-                    "FROM checked WHERE reject_reason IS NOT NULL ORDER BY raw_line, reason",
-                    params={"path": str(path)},
-                ).pl(),
-            ]
-        ).cast(REJECT_SCHEMA)
-        rows = conn.sql(
-            f"SELECT * EXCLUDE (reject_reason, raw_line) FROM checked WHERE reject_reason IS NULL AND ({keep})",
-            params={k: v for k, v in params.items() if f"${k}" in keep} or None,
-        ).pl()
-        return rows, rejects, days
     finally:
-        conn.close()
+        conn.unregister("overlong_rejects")
+        conn.unregister("reader_rejects")
+    conn.execute("CREATE TEMP VIEW parsed_rows AS SELECT * EXCLUDE (reject_reason, raw_line) FROM checked WHERE reject_reason IS NULL")
+    rows, rejects = conn.execute(
+        "SELECT (SELECT count(*) FROM parsed_rows), (SELECT count(*) FROM parsed_rejects)"
+    ).fetchall()[0]
+    return ParsedFile(split, path, scan.lines, scan.blank, rows, rejects)
 
 
 # One regular expression per field and line, not per token: MIND-large has 5 M lines of ~70 ids.
@@ -305,12 +321,20 @@ _BEHAVIORS_COLUMNS = """
     len(history)::INTEGER AS history_length,
     len(impressions)::INTEGER AS impressions_count,
     CASE WHEN labelled THEN len(list_filter(impressions, lambda c: c.clicked)) END::INTEGER AS click_count,
+    list_transform(list_filter(impressions, lambda c: coalesce(c.clicked, false)), lambda c: c.news_id) AS clicked_news,
     (click_count / impressions_count)::FLOAT AS click_ratio,
     (isodow(time) - 1)::TINYINT AS day_of_week,
     hour(time)::TINYINT AS hour_of_day
 """
-_IN_DAYS = "time >= $start AND time < $end"
 _DAY_OF_RAW = f"CASE WHEN regexp_full_match(time, '{_TIME_FORMAT}') THEN try_strptime(time, '%m/%d/%Y %I:%M:%S %p')::DATE END"
+
+
+def parse_behaviors(conn, split_dir: SplitDir) -> ParsedFile:
+    """A split's behaviors.tsv into `conn`'s parsed_* temp tables (see ParsedFile)."""
+    return _parse(
+        conn, split_dir.split, split_dir.file("behaviors.tsv"), BEHAVIOR_FIELDS, _BEHAVIORS_VALIDATION,
+        _BEHAVIORS_COLUMNS, key="impression_id", key_of_raw="TRY_CAST(impression_id AS INTEGER)", day_of_raw=_DAY_OF_RAW,
+    )
 
 
 def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read:
@@ -320,19 +344,15 @@ def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read
     day_of_week is 0 for Monday; click_count and click_ratio are NULL for unlabelled impressions.
     """
     frames, rejects, days = [], [], []
-    for split_dir in splits:
-        path = split_dir.file("behaviors.tsv")
-        rows, bad, lines_by_day = _read(
-            BEHAVIOR_FIELDS, path, _BEHAVIORS_VALIDATION, _BEHAVIORS_COLUMNS,
-            key="impression_id", key_of_raw="TRY_CAST(impression_id AS INTEGER)", keep=_IN_DAYS,
-            params={"split": split_dir.split, "start": start, "end": end}, day_of_raw=_DAY_OF_RAW,
-        )
-        frames.append(rows)
-        rejects.append(bad)
-        days.append(lines_by_day.select(pl.lit(split_dir.split).alias("split"), pl.lit(str(path)).alias("source_file"),
-                                        "date", "lines"))
+    with closing(open_duckdb()) as conn:
+        for split_dir in splits:
+            parsed = parse_behaviors(conn, split_dir)
+            frames.append(conn.sql("SELECT * FROM parsed_rows WHERE date >= ? AND date < ?", params=[start, end]).pl())
+            rejects.append(conn.sql("SELECT * FROM parsed_rejects").pl())
+            days.append(conn.sql("SELECT ?::VARCHAR AS split, ?::VARCHAR AS source_file, date, lines FROM parsed_days",
+                                 params=[parsed.split, str(parsed.path)]).pl())
     return Read(
-        pl.concat(frames).sort("date", "split", "impression_id"), pl.concat(rejects),
+        pl.concat(frames).sort("date", "split", "impression_id"), pl.concat(rejects).cast(REJECT_SCHEMA),
         pl.concat([pl.DataFrame(schema=SOURCE_DAYS_SCHEMA), *days]).cast(SOURCE_DAYS_SCHEMA),
     )
 
@@ -376,19 +396,25 @@ _NEWS_COLUMNS = f"""
 """
 
 
+def parse_news(conn, split_dir: SplitDir) -> ParsedFile:
+    """A split's news.tsv into `conn`'s parsed_* temp tables (see ParsedFile)."""
+    return _parse(conn, split_dir.split, split_dir.file("news.tsv"), NEWS_FIELDS, _NEWS_VALIDATION, _NEWS_COLUMNS,
+                  key="news_id", key_of_raw="news_id")
+
+
 def read_news(splits: list[SplitDir]) -> Read:
     """The union of the splits' news.tsv (one row per news_id; the same id is the same article,
     taken from the earliest split), and every rejected line."""
     frames, rejects = [], []
-    for rank, split_dir in enumerate(splits):
-        rows, bad, _ = _read(NEWS_FIELDS, split_dir.file("news.tsv"), _NEWS_VALIDATION, _NEWS_COLUMNS, key="news_id",
-                          key_of_raw="news_id", keep="true", params={})
-        frames.append(rows.with_columns(pl.lit(rank, pl.Int8).alias("split_rank")))
-        rejects.append(bad)
+    with closing(open_duckdb()) as conn:
+        for rank, split_dir in enumerate(splits):
+            parse_news(conn, split_dir)
+            frames.append(conn.sql("SELECT * FROM parsed_rows").pl().with_columns(pl.lit(rank, pl.Int8).alias("split_rank")))
+            rejects.append(conn.sql("SELECT * FROM parsed_rejects").pl())
     news = (
         pl.concat(frames)
         .sort("news_id", "split_rank")
         .unique("news_id", keep="first", maintain_order=True)
         .drop("split_rank")
     )
-    return Read(news, pl.concat(rejects), pl.DataFrame(schema=SOURCE_DAYS_SCHEMA))
+    return Read(news, pl.concat(rejects).cast(REJECT_SCHEMA), pl.DataFrame(schema=SOURCE_DAYS_SCHEMA))
