@@ -1,18 +1,24 @@
-"""Speed and memory of the pipeline at MIND-small and MIND-large shape, against the old approach.
+"""Speed and memory of the pipeline at MIND-small and MIND-large shape, beside a SQL floor and the old approach.
 
-    .venv/bin/python benchmarks/run.py --scale small
+    .venv/bin/python benchmarks/run.py --scale small        # ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --scale large        # ~1 hour on 2 cores, 16 GiB
+
+Every run is its own process, as users run it (`dagster asset materialize`), measured for wall
+time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from the run's events.
 
 1. Generates (or reuses) MIND-format data at the scale (`tiny`, `small`, `large`).
-2. Embedding run: bronze + features/text_embeddings for every partition into a fresh DuckDB
-   file, through `dagster asset materialize` (the path users run): texts embedded, texts/s.
-3. Pipeline run: the whole graph for every partition as one backfill run, in its own process:
-   wall, CPU and peak RSS of the process, and per asset the step's wall time, rows out and
-   rows/s. The embedding cache is warm, so this is bronze -> silver without inference, and it
-   shows that a second run embeds nothing.
-4. Per partition (--per-partition): the whole graph one day per process, for per-day figures.
-5. Baseline: the per-row pandas loops we replace, against our functions on the same sample.
+2. one_run: a fresh DuckDB file, the whole graph for all 14 partitions as ONE run (what a UI
+   backfill or `--partition-range` launches): staging the raw files, embeddings, silver, checks.
+3. no_inference_run: a second fresh file that holds only the first one's embedding cache, the same
+   run: everything from the raw files to silver except the inference.
+4. daily: a third fresh file, the first day as one run, then the next day (the daily path: one new
+   day after the first, which embeds only that day's new texts).
+5. floor: benchmarks/sql_floor.py over the same raw files (plain DuckDB SQL, no Dagster), and the
+   ratio of no_inference_run to it.
+6. baseline: the per-row pandas loops we replace against our functions, on a whole day's users
+   (--baseline-users 0, the default at small scale) or a sample of them.
 
-Results go to <results>/<scale>/: results.json, results.md and stages.png.
+Results go to <results>/<scale>/: results.json, results.md and report.png, with the targets.
 """
 
 import argparse
@@ -30,14 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FIRST, LAST = "2019-11-09", "2019-11-22"
-EMBEDDING_SELECTION = "bronze/behaviors,bronze/news,features/text_embeddings"
-ASSET_STEPS = ["bronze__behaviors", "bronze__news", "features__interactions", "features__news_features",
-               "features__text_embeddings", "features__user_features", "silver__training_examples"]
+GIB = 1024
+# The targets of the issue these figures answer (seconds, MiB), per scale.
+TARGETS = {
+    "large": {"one_run": {"wall_s": 20 * 60, "peak_rss_mib": 16 * GIB}, "daily_next_day": {"wall_s": 60}},
+    "small": {"no_inference_run": {"wall_s": 30, "peak_rss_mib": 3 * GIB}, "floor_ratio": 1.3},
+}
 
 
 def measured(command: list[str], env: dict, log: Path) -> dict:
     """Runs a command as its own process; its wall time, CPU time and peak RSS (via wait4)."""
     with open(log, "ab") as out:
+        out.write(f"\n$ {' '.join(command)}\n".encode())
+        out.flush()
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
@@ -49,14 +60,14 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
             "peak_rss_mib": round(usage.ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1), 1)}
 
 
-def materialize(select: str, partitions: list[str], env: dict, log: Path) -> dict:
+def materialize(partitions: list[str], env: dict, log: Path) -> dict:
     bounds = ["--partition", partitions[0]] if len(partitions) == 1 else ["--partition-range", f"{partitions[0]}...{partitions[-1]}"]
     dagster = str(Path(sys.executable).parent / "dagster")
-    return measured([dagster, "asset", "materialize", "-m", "news_ai_assets.definitions", "--select", select, *bounds], env, log)
+    return measured([dagster, "asset", "materialize", "-m", "news_ai_assets.definitions", "--select", "*", *bounds], env, log)
 
 
 def last_run_steps(home: Path) -> dict[str, dict]:
-    """Per asset of the latest run: step seconds and the materialisation metadata."""
+    """Per step of the latest run: seconds, and for assets the rows written (all partitions) and metadata."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -71,7 +82,8 @@ def last_run_steps(home: Path) -> dict[str, dict]:
             step = steps.setdefault("__".join(materialization.asset_key.path), {})
             metadata = materialization.metadata
             step["row_count"] = step.get("row_count", 0) + metadata["dagster/row_count"].value  # one event per partition
-            for key in ("run_newly_embedded", "run_cache_hits", "run_texts_per_second", "device"):
+            for key in ("run_newly_embedded", "run_cache_hits", "run_texts_per_second", "device",
+                        "source_files_parsed_in_this_run"):
                 if key in metadata:
                     step[key.removeprefix("run_")] = metadata[key].value
     for step in steps.values():
@@ -80,8 +92,48 @@ def last_run_steps(home: Path) -> dict[str, dict]:
     return steps
 
 
+class Home:
+    """A fresh DAGSTER_HOME and DuckDB file for one series of runs."""
+
+    def __init__(self, work: Path, name: str, base_env: dict):
+        self.root = work / name
+        self.home = self.root / "dagster_home"
+        self.home.mkdir(parents=True)
+        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        self.database = self.root / "bench.duckdb"
+        self.env = {**base_env, "DAGSTER_HOME": str(self.home), "NEWS_AI_DUCKDB_PATH": str(self.database)}
+
+    def run(self, partitions: list[str], log: Path) -> dict:
+        result = materialize(partitions, self.env, log)
+        return {**result, "steps": last_run_steps(self.home)}
+
+    def size_mib(self) -> float:
+        return round(sum(p.stat().st_size for p in self.root.glob("bench.duckdb*") if p.is_file()) / 2**20, 1)
+
+
+def copy_embedding_cache(source: Path, target: Path) -> None:
+    """Seeds a fresh database with another's embedding cache, and nothing else."""
+    from news_ai_assets.compute.embeddings import ensure_cache
+    from news_ai_assets.storage import connect
+
+    with connect(target) as conn:
+        ensure_cache(conn)
+        conn.execute("ATTACH ? AS source (READ_ONLY)", [str(source)])
+        conn.execute("INSERT INTO features.embedding_cache SELECT * FROM source.features.embedding_cache")
+        conn.execute("DETACH source")
+
+
+def floor(data: Path, work: Path, log: Path) -> dict:
+    output = work / "floor.duckdb"
+    result = measured([sys.executable, str(ROOT / "benchmarks" / "sql_floor.py"), "--mind", str(data), "--out", str(output)],
+                      os.environ.copy(), log)
+    details = json.loads(log.read_text().strip().splitlines()[-1])
+    output.unlink(missing_ok=True)
+    return {**result, **details}
+
+
 def baseline_comparison(mind_dir: Path, users: int) -> dict:
-    """Our user features and interactions vs per-row pandas, on the same sample of one day."""
+    """Our user features and interactions vs per-row pandas, on the same users of one day (all of them when users is 0)."""
     import pandas as pd
     import polars as pl
 
@@ -93,92 +145,104 @@ def baseline_comparison(mind_dir: Path, users: int) -> dict:
     day = dt.date(2019, 11, 14)
     splits = discover_splits(mind_dir)
     behaviors = read_behaviors(splits, day - dt.timedelta(days=7), day + dt.timedelta(days=1)).rows
-    sample_users = behaviors.filter(pl.col("date") == day).get_column("user_id").unique(maintain_order=True).head(users)
+    day_users = behaviors.filter(pl.col("date") == day).get_column("user_id").unique(maintain_order=True)
+    sample_users = day_users.head(users) if users else day_users
     sample = behaviors.filter(pl.col("user_id").is_in(sample_users.implode()))
     news = read_news(splits)[0].select("news_id", "category", "subcategory")
     sample_pd = pd.DataFrame(sample.to_dicts(), dtype=object)
     news_pd = pd.DataFrame(news.to_dicts(), dtype=object)
 
-    def best_of(fn, repeat: int) -> float:
-        times = []
+    def median_of(fn, repeat: int) -> tuple[float, object]:
+        times, result = [], None
         for _ in range(repeat):
             started = time.perf_counter()
-            fn()
+            result = fn()
             times.append(time.perf_counter() - started)
-        return sorted(times)[len(times) // 2]
+        return sorted(times)[len(times) // 2], result
 
-    ours = best_of(lambda: (user_features_for_day(sample, news, day, 7), interactions_from_behaviors(sample)), 5)
-    theirs = best_of(lambda: (baseline_pandas.user_features(sample_pd, news_pd, day, 7),
-                              baseline_pandas.interactions(sample_pd)), 1)
-    same_users = set(baseline_pandas.user_features(sample_pd, news_pd, day, 7)["user_id"]) == set(
-        user_features_for_day(sample, news, day, 7).get_column("user_id"))
-    return {"day": str(day), "users": sample_users.len(), "impressions": sample.height,
-            "ours_s": round(ours, 4), "baseline_s": round(theirs, 2), "speedup": round(theirs / ours), "same_users": same_users}
+    ours, (fast, _) = median_of(lambda: (user_features_for_day(sample, news, day, 7), interactions_from_behaviors(sample)), 5)
+    theirs, (slow, _) = median_of(lambda: (baseline_pandas.user_features(sample_pd, news_pd, day, 7),
+                                           baseline_pandas.interactions(sample_pd)), 1)
+    return {"day": str(day), "users": sample_users.len(), "whole_day": not users or users >= day_users.len(),
+            "impressions": sample.height, "ours_s": round(ours, 4), "baseline_s": round(theirs, 2),
+            "speedup": round(theirs / ours), "same_users": set(slow["user_id"]) == set(fast.get_column("user_id"))}
+
+
+def _target_note(value: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return f" (target ≤ {target:g}: {'met' if value <= target else 'missed'})"
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# Benchmark: scale `{results['scale']}` ({results['machine']})", ""]
-    lines += ["| run | wall s | CPU s | peak RSS MiB |", "|---|---|---|---|"]
-    for name in ("generate", "embedding_run", "pipeline_run"):
+    targets = TARGETS.get(results["scale"], {})
+    lines = [f"# Benchmark: scale `{results['scale']}` ({results['machine']})", "",
+             f"Data: {results['data']}; embeddings {results['embedding_option']}; whole benchmark "
+             f"{results['benchmark_wall_s'] / 60:.1f} min.", "",
+             "| run | wall s | CPU s | peak RSS MiB | database MiB |", "|---|---|---|---|---|"]
+    for name in ("generate", "one_run", "no_inference_run", "daily_first_day", "daily_next_day", "floor"):
         if name in results:
-            r = results[name]
-            lines.append(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mib']} |")
-    if "pipeline_steps" in results:
-        lines += ["", "Pipeline run, per asset (all partitions in one run):", "",
-                  "| asset | step s | rows out | rows/s |", "|---|---|---|---|"]
-        for asset, step in results["pipeline_steps"].items():
-            lines.append(f"| {asset} | {step.get('step_s', '')} | {step.get('row_count', '')} | {step.get('rows_per_s', '')} |")
-        e = results["embedding_steps"].get("features__text_embeddings", {})
-        again = results["pipeline_steps"].get("features__text_embeddings", {})
-        lines += ["", f"Embeddings ({results['embedding_option']}): {e.get('newly_embedded')} texts embedded at "
-                  f"{e.get('texts_per_second')} texts/s on {e.get('device')}; second run: {again.get('newly_embedded')} "
-                  f"embedded, {again.get('cache_hits')} cache hits.", ""]
-    if "per_partition" in results:
-        assets = ASSET_STEPS
-        lines += ["", "Per partition (whole graph, one process per day; step seconds per asset; "
-                  "`w/o inference` = wall minus the text_embeddings step):", "",
-                  "| partition | wall s | w/o inference | CPU s | peak RSS MiB | embedded (texts/s) | "
-                  + " | ".join(a.split("__")[1] for a in assets) + " | silver rows |",
-                  "|" + "---|" * (7 + len(assets))]
-        for day, r in results["per_partition"].items():
-            steps = r["steps"]
-            embedding = steps.get("features__text_embeddings", {})
-            lines.append(
-                f"| {day} | {r['wall_s']} | {round(r['wall_s'] - embedding.get('step_s', 0), 1)} | {r['cpu_s']} | "
-                f"{r['peak_rss_mib']} | {embedding.get('newly_embedded', 0)} ({embedding.get('texts_per_second', 0)}) | "
-                + " | ".join(str(steps.get(a, {}).get("step_s", "")) for a in assets)
-                + f" | {steps.get('silver__training_examples', {}).get('row_count', '')} |"
-            )
-        lines.append("")
-    b = results["baseline"]
-    lines += [f"Baseline (per-row pandas) on {b['users']} users / {b['impressions']} impressions around {b['day']}: "
-              f"{b['baseline_s']} s vs ours {b['ours_s']} s: **{b['speedup']}x** (same users: {b['same_users']})."]
+            r, t = results[name], targets.get(name, {})
+            lines.append(f"| {name} | {r['wall_s']}{_target_note(r['wall_s'], t.get('wall_s'))} | {r['cpu_s']} | "
+                         f"{r['peak_rss_mib']}{_target_note(r['peak_rss_mib'], t.get('peak_rss_mib'))} | {r.get('database_mib', '')} |")
+    if "floor" in results:
+        f = results["floor"]
+        lines += ["", f"SQL floor: {f['columns']} columns × {f['rows']} rows of silver's {results.get('silver_columns', '?')}"
+                  f"; no_inference_run / floor = **{results['floor_ratio']}**"
+                  f"{_target_note(results['floor_ratio'], targets.get('floor_ratio'))}."]
+    for name in ("one_run", "no_inference_run", "daily_next_day"):
+        if name not in results:
+            continue
+        lines += ["", f"Steps of {name}:", "", "| step | s | rows | rows/s | notes |", "|---|---|---|---|---|"]
+        for step, s in sorted(results[name]["steps"].items(), key=lambda item: -item[1].get("step_s", 0)):
+            notes = ", ".join(f"{k} {s[k]}" for k in ("newly_embedded", "texts_per_second", "cache_hits",
+                                                       "source_files_parsed_in_this_run") if k in s)
+            lines.append(f"| {step} | {s.get('step_s', '')} | {s.get('row_count', '')} | {s.get('rows_per_s', '')} | {notes} |")
+    if "baseline" in results:
+        b = results["baseline"]
+        scope = "all" if b["whole_day"] else "a sample of"
+        lines += ["", f"Baseline (per-row pandas) on {scope} {b['users']} users of {b['day']} ({b['impressions']} "
+                  f"impressions with their window): {b['baseline_s']} s vs ours {b['ours_s']} s: **{b['speedup']}x** "
+                  f"(same users: {b['same_users']})."]
     return "\n".join(lines) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:
+    """One panel per run (steps, seconds on a log scale, values on the bars), and one of runs vs targets."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "pipeline_steps" in results:
-        steps = results["pipeline_steps"]
-        inference = results["embedding_steps"].get("features__text_embeddings", {}).get("step_s", 0)
-    else:  # daily mode: summed over the days
-        steps = {}
-        for day in results["per_partition"].values():
-            for asset, step in day["steps"].items():
-                steps.setdefault(asset, {"step_s": 0})["step_s"] += step.get("step_s", 0)
-        inference = 0
-    names = list(steps) + ["text_embeddings (inference)"]
-    seconds = [s.get("step_s", 0) for s in steps.values()] + [inference]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.barh(names, seconds, color=["#4c72b0"] * len(steps) + ["#dd8452"])
-    ax.set_xlabel("seconds (all partitions, one run)")
-    ax.set_title(f"news_ai_assets, {results['scale']} scale: time per stage")
+    runs = [name for name in ("one_run", "no_inference_run", "daily_next_day") if name in results]
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(6 * (len(runs) + 1), 7))
+    for ax, name in zip(axes, runs):
+        steps = sorted(results[name]["steps"].items(), key=lambda item: item[1].get("step_s", 0))
+        labels = [step.replace("__", "/") for step, _ in steps]
+        seconds = [max(s.get("step_s", 0), 0.01) for _, s in steps]
+        bars = ax.barh(labels, seconds, color="#4c72b0")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in seconds], fontsize=7, padding=2)
+        ax.set_xscale("log")
+        r = results[name]
+        ax.set_title(f"{name}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU, {r['peak_rss_mib'] / GIB:.1f} GiB", fontsize=9)
+        ax.set_xlabel("step seconds (log scale)")
+        ax.tick_params(axis="y", labelsize=7)
+    ax = axes[-1]
+    names = [n for n in ("one_run", "no_inference_run", "daily_first_day", "daily_next_day", "floor") if n in results]
+    walls = [results[n]["wall_s"] for n in names]
+    bars = ax.bar(names, walls, color="#55a868")
+    ax.bar_label(bars, labels=[f"{w:.0f} s\n{results[n]['peak_rss_mib'] / GIB:.1f} GiB" for n, w in zip(names, walls)], fontsize=8)
+    for name, target in TARGETS.get(results["scale"], {}).items():
+        if isinstance(target, dict) and name in names and "wall_s" in target:
+            x = names.index(name)
+            ax.hlines(target["wall_s"], x - 0.4, x + 0.4, colors="#c44e52", linestyles="dashed")
+            ax.annotate(f"target {target['wall_s']} s", (x, target["wall_s"]), color="#c44e52", fontsize=8,
+                        xytext=(0, 3), textcoords="offset points", ha="center")
+    ax.set_ylabel("wall seconds (peak RSS on the bars)")
+    ax.set_title(f"{results['scale']} scale: runs and targets", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,22 +250,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=["tiny", "small", "large"], default="small")
     parser.add_argument("--data", type=Path, help="MIND-format data to use (default: generated into benchmarks/data/<scale>)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--backend", default="openvino", help="embedding backend for the embedding run")
+    parser.add_argument("--backend", default="openvino", help="embedding backend")
     parser.add_argument("--precision", default="bf16" if _native_bf16() else "fp32")
-    parser.add_argument("--mode", choices=["range", "daily", "both"], default="both",
-                        help="range: embedding run + whole range as one run; daily: one run per day (bounded memory "
-                             "at MIND-large, embeddings included in the first days); both")
-    parser.add_argument("--days", type=int, default=14, help="daily mode: the first N days")
-    parser.add_argument("--baseline-users", type=int, default=800,
-                        help="users in the baseline sample (the per-row baseline grows with users x rows)")
+    parser.add_argument("--baseline-users", type=int, default=None,
+                        help="users of the day in the baseline (0: all; default: all at small scale, 800 at large)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["no_inference", "daily", "floor", "baseline"])
     args = parser.parse_args(argv)
+    started = time.perf_counter()
 
     out = args.results / args.scale
     out.mkdir(parents=True, exist_ok=True)
-    log = out / "dagster.log"
+    log = out / "runs.log"
     log.unlink(missing_ok=True)
     data = args.data or ROOT / "benchmarks" / "data" / args.scale
-    results: dict = {"scale": args.scale, "machine": _machine(), "embedding_option": f"{args.backend}/{args.precision}"}
+    results: dict = {"scale": args.scale, "machine": _machine(), "data": str(data),
+                     "embedding_option": f"{args.backend}/{args.precision}"}
 
     if (data / "COMPLETE").exists() or args.data:
         results["generate"] = {"wall_s": 0, "cpu_s": 0, "peak_rss_mib": 0, "reused": str(data)}
@@ -213,40 +276,52 @@ def main(argv: list[str] | None = None) -> None:
     print("generate", results["generate"], flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
-    home = work / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "NEWS_AI_MIND_DIR": str(data),
-           "NEWS_AI_DUCKDB_PATH": str(work / "bench.duckdb"), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
+    env = {**os.environ, "NEWS_AI_MIND_DIR": str(data), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
            "NEWS_AI_EMBEDDING_BACKEND": args.backend, "NEWS_AI_EMBEDDING_PRECISION": args.precision}
     if args.scale == "tiny":  # ~10 impressions a day: one user without history moves a day's missing share by ~10%
         env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
-    partitions = [FIRST, LAST]
     try:
-        if args.mode in ("range", "both"):
-            results["embedding_run"] = materialize(EMBEDDING_SELECTION, partitions, env, log)
-            results["embedding_steps"] = last_run_steps(home)
-            print("embedding run", results["embedding_run"], flush=True)
-            results["pipeline_run"] = materialize("*", partitions, env, log)
-            results["pipeline_steps"] = last_run_steps(home)
-            print("pipeline run", results["pipeline_run"], flush=True)
-        if args.mode in ("daily", "both"):
-            results["per_partition"] = {}
-            for i in range(args.days):
-                day = (dt.date.fromisoformat(FIRST) + dt.timedelta(days=i)).isoformat()
-                result = materialize("*", [day], env, log)
-                results["per_partition"][day] = {**result, "steps": last_run_steps(home)}
-                print(day, result, flush=True)
+        first = Home(work, "one_run", env)
+        results["one_run"] = {**first.run([FIRST, LAST], log), "database_mib": first.size_mib()}
+        print("one_run", {k: v for k, v in results["one_run"].items() if k != "steps"}, flush=True)
+        results["silver_columns"] = _silver_columns(first.database)
+        if "no_inference" not in args.skip:
+            second = Home(work, "no_inference_run", env)
+            copy_embedding_cache(first.database, second.database)
+            results["no_inference_run"] = {**second.run([FIRST, LAST], log), "database_mib": second.size_mib()}
+            print("no_inference_run", {k: v for k, v in results["no_inference_run"].items() if k != "steps"}, flush=True)
+        shutil.rmtree(first.root)
+        if "daily" not in args.skip:
+            daily = Home(work, "daily", env)
+            next_day = (dt.date.fromisoformat(FIRST) + dt.timedelta(days=1)).isoformat()
+            results["daily_first_day"] = daily.run([FIRST], log)
+            results["daily_next_day"] = daily.run([next_day], log)
+            print("daily", results["daily_first_day"]["wall_s"], results["daily_next_day"]["wall_s"], flush=True)
+        if "floor" not in args.skip:
+            results["floor"] = floor(data, work, log)
+            if "no_inference_run" in results:
+                results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
+            print("floor", results["floor"], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    results["baseline"] = baseline_comparison(data, args.baseline_users)
-    print("baseline", results["baseline"], flush=True)
+    if "baseline" not in args.skip:
+        users = args.baseline_users if args.baseline_users is not None else (800 if args.scale == "large" else 0)
+        results["baseline"] = baseline_comparison(data, users)
+        print("baseline", results["baseline"], flush=True)
+    results["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "results.md").write_text(markdown(results))
-    plot(results, out / "stages.png")
+    plot(results, out / "report.png")
     print(markdown(results))
     print(f"results in {out}")
+
+
+def _silver_columns(database: Path) -> int:
+    from news_ai_assets.storage import connect
+
+    with connect(database, read_only=True) as conn:
+        return conn.execute("SELECT count(*) FROM (DESCRIBE silver.training_examples)").fetchall()[0][0]
 
 
 def _native_bf16() -> bool:

@@ -19,7 +19,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 
-__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluation"]
+__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluations"]
 
 
 def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, object]) -> None:
@@ -27,22 +27,31 @@ def add_partition_metadata(context: dg.OutputContext, partition_key: str, metada
     context.step_context.add_asset_metadata(dict(metadata), asset_key=context.asset_key, partition_key=partition_key)
 
 
-def check_evaluation(
-    context: dg.AssetCheckExecutionContext, check_key: dg.AssetCheckKey, partition_key: str, passed: bool,
-    metadata: Mapping[str, object], blocking: bool,
-) -> dg.AssetCheckEvaluation:
-    """One partition's evaluation, linked to that partition's latest materialisation."""
-    latest = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[partition_key]), limit=1
+def check_evaluations(
+    context: dg.AssetCheckExecutionContext, check_key: dg.AssetCheckKey, results: Mapping[str, tuple[bool, Mapping]],
+    blocking: bool,
+) -> list[dg.AssetCheckEvaluation]:
+    """One evaluation per partition key of `results` ((passed, metadata) each), linked to that
+    partition's latest materialisation."""
+    latest = {}
+    records = context.instance.fetch_materializations(  # a range run's own are the newest, one per partition
+        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=list(results)), limit=len(results)
     ).records
-    target = (
-        AssetCheckEvaluationTargetMaterializationData(
-            run_id=latest[0].event_log_entry.run_id, storage_id=latest[0].storage_id, timestamp=latest[0].timestamp
+    for record in records:
+        latest.setdefault(record.partition_key, record)
+    for key in set(results) - set(latest):
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[key]), limit=1
+        ).records
+        latest.update({key: found[0]} if found else {})
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=check_key.asset_key, check_name=check_key.name, passed=passed, metadata=dict(metadata),
+            target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                run_id=latest[key].event_log_entry.run_id, storage_id=latest[key].storage_id,
+                timestamp=latest[key].timestamp,
+            ) if key in latest else None,
+            blocking=blocking, partition=key,
         )
-        if latest
-        else None
-    )
-    return dg.AssetCheckEvaluation(
-        asset_key=check_key.asset_key, check_name=check_key.name, passed=passed, metadata=dict(metadata),
-        target_materialization_data=target, blocking=blocking, partition=partition_key,
-    )
+        for key, (passed, metadata) in results.items()
+    ]

@@ -32,10 +32,12 @@ class EmbeddingModelError(RuntimeError):
 
 def resolve_device(requested: str) -> str:
     """auto picks MPS, then CUDA, then CPU; an explicit device must exist."""
-    import torch
-
     if requested not in DEVICES:
         raise EmbeddingModelError(f"embedding device {requested!r} is not one of {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"  # always there, and torch need not be imported (seconds) to say so
+    import torch
+
     available = {
         "mps": torch.backends.mps.is_available(),
         "cuda": torch.cuda.is_available(),
@@ -61,9 +63,13 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
 
 
-def check_options(backend: str, precision: str, device: str) -> None:
+def _gpu_has_native_bf16(device: str) -> bool:
     import torch
 
+    return torch.cuda.is_bf16_supported() if device == "cuda" else torch.backends.mps.is_macos_or_newer(14, 0)
+
+
+def check_options(backend: str, precision: str, device: str) -> None:
     if backend not in BACKENDS:
         raise EmbeddingModelError(f"embedding backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -71,11 +77,7 @@ def check_options(backend: str, precision: str, device: str) -> None:
     if backend == "openvino" and device != "cpu":
         raise EmbeddingModelError(f"the openvino backend runs on the CPU, not on {device}; use backend 'torch' there")
     if precision == "bf16":
-        native = {
-            "cpu": cpu_has_native_bf16,
-            "cuda": torch.cuda.is_bf16_supported,
-            "mps": lambda: torch.backends.mps.is_macos_or_newer(14, 0),
-        }[device]()
+        native = cpu_has_native_bf16() if device == "cpu" else _gpu_has_native_bf16(device)
         if not native:
             raise EmbeddingModelError(
                 f"precision 'bf16' needs native bfloat16 on the {device} device, which this machine lacks "

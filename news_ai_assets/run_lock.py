@@ -101,6 +101,12 @@ def acquire(database: str | Path, log, holder: dict) -> dict:
     return previous
 
 
+def users(database: str | Path) -> int:
+    """How many resources of this process hold the lock of `database` (0: not held here)."""
+    held = _held.get(str(lock_path(database)))
+    return held.users if held else 0
+
+
 def release(database: str | Path) -> None:
     key = str(lock_path(database))
     held = _held[key]

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from news_ai_assets.mind.reader import MindInputError, SplitDir, parse_behaviors, parse_news
-from news_ai_assets.storage import StorageWriteError, rollback
+from news_ai_assets.storage import transaction
 
 STAGED_FILES = "bronze.staged_files"
 PARSERS: dict[str, Callable] = {"behaviors": parse_behaviors, "news": parse_news}
@@ -101,27 +101,20 @@ def stage(conn: duckdb.DuckDBPyConnection, kind: str, split_dir: SplitDir, log) 
     staged_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     table, file = f"bronze.staged_{kind}", [str(path)]
     try:
-        conn.begin()
-        _fit_staged_table(conn, kind, table)
-        conn.execute(f"DELETE FROM {table} WHERE source_file = ?", file)
-        conn.execute(f"INSERT INTO {table} SELECT ?, * FROM parsed_rows", file)
-        conn.execute("DELETE FROM bronze.rejects WHERE source_file = ?", file)
-        conn.execute("INSERT INTO bronze.rejects SELECT * FROM parsed_rejects")
-        conn.execute("DELETE FROM bronze.source_days WHERE source_file = ?", file)
-        conn.execute("INSERT INTO bronze.source_days SELECT ?, ?, date, lines FROM parsed_days", [split_dir.split, str(path)])
-        conn.execute(f"DELETE FROM {STAGED_FILES} WHERE kind = ? AND source_file = ?", [kind, str(path)])
-        conn.execute(
-            f"INSERT INTO {STAGED_FILES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [kind, split_dir.split, str(path), stat.st_size, stat.st_mtime_ns, digest, parsed.lines,
-             parsed.blank_lines, parsed.rows, parsed.rejects, staged_at],
-        )
-        conn.commit()
-    except duckdb.Error as err:
-        rollback(conn)
-        raise StorageWriteError(f"staging {path} failed, so what was staged before is kept. {err}") from err
-    except BaseException:
-        rollback(conn)
-        raise
+        with transaction(conn, f"staging {path} failed, so what was staged before is kept."):
+            _fit_staged_table(conn, kind, table)
+            conn.execute(f"DELETE FROM {table} WHERE source_file = ?", file)
+            conn.execute(f"INSERT INTO {table} SELECT ?, * FROM parsed_rows", file)
+            conn.execute("DELETE FROM bronze.rejects WHERE source_file = ?", file)
+            conn.execute("INSERT INTO bronze.rejects SELECT * FROM parsed_rejects")
+            conn.execute("DELETE FROM bronze.source_days WHERE source_file = ?", file)
+            conn.execute("INSERT INTO bronze.source_days SELECT ?, ?, date, lines FROM parsed_days", [split_dir.split, str(path)])
+            conn.execute(f"DELETE FROM {STAGED_FILES} WHERE kind = ? AND source_file = ?", [kind, str(path)])
+            conn.execute(
+                f"INSERT INTO {STAGED_FILES} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [kind, split_dir.split, str(path), stat.st_size, stat.st_mtime_ns, digest, parsed.lines,
+                 parsed.blank_lines, parsed.rows, parsed.rejects, staged_at],
+            )
     finally:
         conn.execute("DROP VIEW IF EXISTS parsed_rows")
         conn.execute("DROP TABLE IF EXISTS checked")

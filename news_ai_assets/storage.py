@@ -14,7 +14,7 @@ changes stop the run before anything is deleted. A run holds the file for its wh
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,11 +173,27 @@ class Written:
     rows_by_day: dict[dt.date, int]  # every day written, 0 included; empty for tables without days
 
 
-def rollback(conn: duckdb.DuckDBPyConnection) -> None:
+def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
     try:
         conn.rollback()
     except duckdb.Error:
         pass  # a failed COMMIT ends the transaction itself; the error being raised is the one that matters
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection, failure: str) -> Iterator[None]:
+    """One transaction around the block: committed when it ends, rolled back on any error. A DuckDB
+    error (a full disk at COMMIT included) is raised as StorageWriteError(f"{failure} {error}")."""
+    conn.begin()
+    try:
+        yield
+        conn.commit()
+    except duckdb.Error as err:
+        _rollback(conn)
+        raise StorageWriteError(f"{failure} {err}") from err
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def replace_rows(
@@ -197,43 +213,68 @@ def replace_rows(
     conn.register("incoming_schema", pa.Table.from_batches([], incoming.schema))
     conn.register("incoming_rows", incoming)
     try:
-        conn.begin()
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming_schema")
-        changed = _fit_table_to(conn, qualified, "incoming_schema")
-        conn.execute(f"DELETE FROM {qualified} WHERE {where}", list(params))
-        inserted = conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_rows").fetchall()[0][0]
-        by_day = {}
-        if days is None:
-            written = conn.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", list(params)).fetchall()[0][0]
-        else:
-            counted = dict(conn.execute(
-                f"SELECT {day_column}::DATE, count(*) FROM {qualified} WHERE {where} GROUP BY 1", list(params)
-            ).fetchall())
-            by_day = {day: counted.get(day, 0) for day in days}
-            written = sum(by_day.values())
-            _ensure_ledger(conn)
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            conn.executemany(
-                f"INSERT INTO {LEDGER} (table_name, date, row_count, written_at, run_id) VALUES (?, ?, ?, ?, ?)",
-                [[f"{schema}.{table}", day, count, now, run_id] for day, count in by_day.items()],
-            )
-        if inserted != written:
-            raise StorageWriteError(
-                f"{inserted - written} of the {inserted} rows for {schema}.{table} fall outside the partitions "
-                "being written; nothing was written"
-            )
-        conn.commit()
+        with transaction(conn, f"writing {schema}.{table} failed, so its previous rows are kept."):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM incoming_schema")
+            changed = _fit_table_to(conn, qualified, "incoming_schema")
+            conn.execute(f"DELETE FROM {qualified} WHERE {where}", list(params))
+            inserted = conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM incoming_rows").fetchall()[0][0]
+            by_day = {}
+            if days is None:
+                written = conn.execute(f"SELECT count(*) FROM {qualified} WHERE {where}", list(params)).fetchall()[0][0]
+            else:
+                counted = dict(conn.execute(
+                    f"SELECT {day_column}::DATE, count(*) FROM {qualified} WHERE {where} GROUP BY 1", list(params)
+                ).fetchall())
+                by_day = {day: counted.get(day, 0) for day in days}
+                written = sum(by_day.values())
+                _ensure_ledger(conn)
+                now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                conn.executemany(
+                    f"INSERT INTO {LEDGER} (table_name, date, row_count, written_at, run_id) VALUES (?, ?, ?, ?, ?)",
+                    [[f"{schema}.{table}", day, count, now, run_id] for day, count in by_day.items()],
+                )
+            if inserted != written:
+                raise StorageWriteError(
+                    f"{inserted - written} of the {inserted} rows for {schema}.{table} fall outside the partitions "
+                    "being written; nothing was written"
+                )
         return Written(changed, written, by_day)
-    except duckdb.Error as err:
-        rollback(conn)
-        raise StorageWriteError(f"writing {schema}.{table} failed, so its previous rows are kept. {err}") from err
-    except BaseException:
-        rollback(conn)
-        raise
     finally:
         conn.unregister("incoming_rows")
         conn.unregister("incoming_schema")
+
+
+def missing_keys(conn: duckdb.DuckDBPyConnection, schema: str, table: str, key: str, keys: pl.Series) -> pl.Series:
+    """The distinct `keys` that schema.table does not hold yet (all of them when it doesn't exist)."""
+    if not _has_table(conn, schema, table):
+        return keys.unique()
+    conn.register("wanted_keys", pl.DataFrame({key: keys.unique()}).to_arrow())
+    try:
+        return conn.sql(
+            f"SELECT w.{quote(key)} FROM wanted_keys w ANTI JOIN {quote(schema)}.{quote(table)} t USING ({quote(key)})"
+        ).pl().get_column(key)
+    finally:
+        conn.unregister("wanted_keys")
+
+
+def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: pl.DataFrame, key: str) -> int:
+    """Adds those of `rows` whose `key` the table lacks, in one transaction; returns how many.
+    For content-addressed tables that only grow (an article version and its statistics)."""
+    qualified = f"{quote(schema)}.{quote(table)}"
+    conn.register("new_rows", rows.to_arrow())
+    try:
+        with transaction(conn, f"adding rows to {schema}.{table} failed; it holds what it held before."):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM new_rows LIMIT 0")
+            _fit_table_to(conn, qualified, "new_rows")
+            added = conn.execute(
+                f"INSERT INTO {qualified} BY NAME SELECT DISTINCT ON ({quote(key)}) n.* FROM new_rows n "
+                f"ANTI JOIN {qualified} t USING ({quote(key)})"
+            ).fetchall()[0][0]
+        return added
+    finally:
+        conn.unregister("new_rows")
 
 
 def _describe_days(days: Sequence[dt.date]) -> str:
@@ -432,6 +473,20 @@ def _hold_for_run(database: str, context: dg.InitResourceContext) -> None:
         raise
 
 
+def _release_for_run(database: str) -> None:
+    """Ends the run's hold on `database`. The last holder first folds DuckDB's write-ahead log into
+    the file (its checkpoint threshold is high, see duckdb_config.py), so that the file alone holds
+    everything once the run is over: copying it (README) copies all."""
+    try:
+        if run_lock.users(database) == 1:
+            with closing(connect(database)) as conn:
+                conn.execute("CHECKPOINT")
+    except DuckDBLockedError:
+        pass  # a program holds the file: the log stays beside it and is replayed when the file is next opened
+    finally:
+        run_lock.release(database)
+
+
 def _report_dead_holder(database: str, previous: dict, context: dg.InitResourceContext) -> None:
     """The previous holder's process died holding the lock (the kernel released it): its run
     would show as running forever, so it is marked failed when it belongs to this instance."""
@@ -463,7 +518,7 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
         _hold_for_run(self.database, context)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        run_lock.release(self.database)
+        _release_for_run(self.database)
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(
@@ -486,7 +541,7 @@ class DuckDBDatabase(dg.ConfigurableResource):
         _hold_for_run(self.database, context)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        run_lock.release(self.database)
+        _release_for_run(self.database)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -106,8 +106,9 @@ def test_each_text_is_embedded_once_ever(tmp_path, tiny_mind):
     assert 0 < next_day["cache_hits"] and next_day["newly_embedded"] < next_day["distinct_texts"]
     assert read_table(db, "features.embedding_cache").height == first["distinct_texts"] + next_day["newly_embedded"]
 
-    assert stored.schema["embedding"] == pl.Array(pl.Float32, 384)
-    vectors = stored.get_column("embedding").to_numpy()
+    assert stored.schema["embedding"] == pl.List(pl.Float32)
+    assert (stored.get_column("embedding").list.len() == 384).all()
+    vectors = stored.get_column("embedding").list.to_array(384).to_numpy()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     news = read_table(db, "bronze.news").filter(pl.col("date") == stored.get_column("date")[0])
     assert sorted(stored.get_column("news_id")) == sorted(news.get_column("news_id"))

@@ -149,3 +149,13 @@ def test_fuzzed_rows_are_read_or_rejected_never_lost(tmp_path_factory, tiny_mind
         assert rejects.get_column("reason").null_count() == 0
 
     check()
+
+
+def test_after_a_run_the_file_alone_holds_everything(tmp_path, tiny_mind):
+    """The README's snapshot advice (copy the file between runs) copies every row: runs end with a checkpoint."""
+    db = tmp_path / "whole.duckdb"
+    materialize(db, tiny_mind, "2019-11-09", "2019-11-10", selection=["bronze/behaviors", "bronze/news", "features/interactions"])
+    assert not (tmp_path / "whole.duckdb.wal").exists()
+    shutil.copy(db, tmp_path / "copy.duckdb")
+    for table in ("bronze.behaviors", "bronze.news", "features.interactions"):
+        assert read_table(tmp_path / "copy.duckdb", table).height == read_table(db, table).height > 0, table

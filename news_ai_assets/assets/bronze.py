@@ -8,14 +8,14 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, column_schema, counts_table, day_metadata, not_emptied, partition_days, preview, run_metadata,
-    sql_check, timed,
+    PARTITIONED_TABLE, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days, preview,
+    run_metadata, sql_checks, stored_as, timed,
 )
 from news_ai_assets.compute.bronze import news_for_days
 from news_ai_assets.mind.reader import BEHAVIOR_DESCRIPTIONS, NEWS_DESCRIPTIONS, SPLITS, MindInputError, SplitDir
 from news_ai_assets.resources import MindSource
 from news_ai_assets.staging import stage, staged_splits
-from news_ai_assets.storage import DuckDBDatabase
+from news_ai_assets.storage import DuckDBDatabase, add_new_rows
 from news_ai_assets.tables import DayRows, StoredDays
 
 BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
@@ -88,18 +88,25 @@ def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, duckdb
     return DayRows(days())
 
 
+NEWS_VIEW = (  # each day's articles, every version of an article stored once in bronze.articles
+    "SELECT d.date, a.* EXCLUDE (article_key), d.article_key FROM bronze.news_days d "
+    "JOIN bronze.articles a USING (article_key)"
+)
+
+
 @dg.asset(
     key=NEWS,
     group_name="bronze",
     kinds={"duckdb", "polars"},
     ins={"behaviors": dg.AssetIn(BEHAVIORS, metadata={"columns": ["date", "history", "impressions"]})},
-    **PARTITIONED_TABLE,
+    **stored_as("news_days", NEWS_VIEW),
 )
 def bronze_news(
     context: dg.AssetExecutionContext, behaviors: StoredDays, mind: MindSource, duckdb_database: DuckDBDatabase
 ) -> DayRows:
     """Every article the day's impressions show or its histories list, from the union of news.tsv
-    (the same id is the same article; the earliest split's line wins)."""
+    (the same id is the same article; the earliest split's line wins). A day stores which article
+    versions it holds; each version's text and entities are stored once, in bronze.articles."""
     staged, source = _stage(context, duckdb_database, "news", _split_dirs(context, mind, duckdb_database))
     files = [s.source_file for s in staged]
     rank = " ".join(f"WHEN '{split}' THEN {i}" for i, split in enumerate(SPLITS))
@@ -115,6 +122,8 @@ def bronze_news(
     def days():
         for day in partition_days(context):
             day_news, missing = news_for_days(news, behaviors.read(day))
+            with duckdb_database.connect() as conn:
+                added = add_new_rows(conn, "bronze", "articles", day_news.drop("date"), "article_key")
             if missing.height:
                 context.log.warning(
                     f"{day}: {missing.height} referenced news ids are absent from news.tsv; they are counted in "
@@ -122,20 +131,23 @@ def bronze_news(
                 )
             absent = missing.get_column("news_id")
             day_metadata(context, day, {
+                "article_versions_stored_first_here": added,
                 "referenced_ids_missing_from_news_tsv": absent.len(),
                 "missing_examples": ", ".join(absent.head(10).to_list()) or "none",
                 "preview": preview(day_news.drop("title_entities", "abstract_entities")),
             })
             if day == partition_days(context)[0]:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(day_news.schema, NEWS_DESCRIPTIONS)})
-            yield day, day_news
+            yield day, day_news.select("date", "news_id", "article_key")
 
     return DayRows(days())
 
 
 bronze_checks = [
-    sql_check(BEHAVIORS, "not_emptied",
-              "The day still has impressions if its previous materialisation had some (an emptied day is lost "
-              "input until shown otherwise: a missing split folder, a truncated file).",
-              not_emptied("bronze.behaviors")),
+    sql_checks(BEHAVIORS, [SqlCheck(
+        "not_emptied",
+        "The day still has impressions if its previous materialisation had some (an emptied day is lost input "
+        "until shown otherwise: a missing split folder, a truncated file).",
+        not_emptied("bronze.behaviors"),
+    )]),
 ]

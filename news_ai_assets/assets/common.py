@@ -14,13 +14,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pyarrow as pa
 
-from news_ai_assets.dagster_internals import check_evaluation
+from news_ai_assets.dagster_internals import check_evaluations
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage import DuckDBDatabase, quote
 
@@ -39,6 +40,12 @@ PARTITIONED_TABLE = dict(
     backfill_policy=dg.BackfillPolicy.single_run(),
     metadata={"partition_expr": "date"},
 )
+
+
+def stored_as(table: str, view_sql: str) -> dict:
+    """PARTITIONED_TABLE for an asset that stores its partitions in `table` (of its schema) and is
+    itself the view `view_sql` over it: what it computes is stored once, the rest joined on."""
+    return {**PARTITIONED_TABLE, "metadata": {**PARTITIONED_TABLE["metadata"], "stored_table": table, "view_sql": view_sql}}
 
 
 def preview(frame: pl.DataFrame, rows: int = 5, width: int = 48) -> dg.MarkdownMetadataValue:
@@ -134,34 +141,42 @@ def _metadata_value(value: object) -> object:
     return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def sql_check(
-    asset: dg.AssetKey, name: str, description: str, query: str | Callable[[duckdb.DuckDBPyConnection], str],
-    blocking: bool = True, params: Mapping[str, object] | None = None,
-) -> dg.AssetChecksDefinition:
-    """An asset check that runs `query` over each checked partition of the stored table.
+@dataclass(frozen=True)
+class SqlCheck:
+    """A check as SQL over one partition of the stored table: the query sees $start and $end (the
+    day's window) and any `params`, and returns one row, a boolean `passed` and any other columns,
+    which become the check's metadata. `query` may be a function of the connection that returns it."""
 
-    The query sees $start and $end (one day's window) and any `params`, and returns one row: a
-    boolean `passed` and any other columns, which become the check's metadata. Reading the stored
-    table checks what downstream assets will read, not what the asset meant to write. Each
-    partition gets its own evaluation.
+    name: str
+    description: str
+    query: str | Callable[[duckdb.DuckDBPyConnection], str]
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+def sql_checks(asset: dg.AssetKey, checks: list[SqlCheck]) -> dg.AssetChecksDefinition:
+    """The asset's checks, evaluated together in one step, each partition separately.
+
+    Reading the stored table checks what downstream assets will read, not what the asset meant to
+    write. Every check blocks: a failure stops the assets downstream in the same run.
     """
-    check_key = dg.AssetCheckKey(asset, name)
+    specs = [dg.AssetCheckSpec(c.name, asset=asset, description=c.description, blocking=True,
+                               partitions_def=daily_partitions) for c in checks]
 
-    @dg.asset_check(
-        asset=asset, name=name, description=description, blocking=blocking, partitions_def=daily_partitions
-    )
-    def check(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase):
+    @dg.multi_asset_check(specs=specs, name=f"{'__'.join(asset.path)}_checks")
+    def evaluate(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase):
         with duckdb_database.connect() as conn:
-            sql = query(conn) if callable(query) else query
-            for day in partition_days(context):
-                values = {"start": day, "end": day + dt.timedelta(days=1), **(params or {})}
-                row = conn.sql(sql, params={k: v for k, v in values.items() if f"${k}" in sql}).pl().row(0, named=True)
-                passed = bool(row.pop("passed"))
-                metadata = {k: _metadata_value(v) for k, v in row.items()}
-                yield check_evaluation(context, check_key, day.isoformat(), passed, metadata, blocking)
-        yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
+            for check in checks:
+                sql = check.query(conn) if callable(check.query) else check.query
+                results = {}
+                for day in partition_days(context):
+                    values = {"start": day, "end": day + dt.timedelta(days=1), **check.params}
+                    row = conn.sql(sql, params={k: v for k, v in values.items() if f"${k}" in sql}).pl().row(0, named=True)
+                    results[day.isoformat()] = (bool(row.pop("passed")), {k: _metadata_value(v) for k, v in row.items()})
+                yield from check_evaluations(context, dg.AssetCheckKey(asset, check.name), results, blocking=True)
+        for output in context.op_execution_context.op_def.output_defs:
+            yield dg.Output(None, output_name=output.name)
 
-    return check
+    return evaluate
 
 
 def in_partitions(table: str) -> str:

@@ -9,11 +9,11 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days, preview,
-    require_lookback_before_start_empty, run_metadata, sql_check, timed, unique_rows,
+    PARTITIONED_TABLE, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days, preview,
+    require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
-    EMBEDDING_DESCRIPTIONS, article_texts, cached_vectors, ensure_cache, store_vectors, with_vectors,
+    EMBEDDING_DESCRIPTIONS, article_texts, cached_hashes, ensure_cache, store_vectors,
 )
 from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS, interactions_from_behaviors
 from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
@@ -25,7 +25,7 @@ from news_ai_assets.compute.user_features import (
 )
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import DuckDBDatabase
+from news_ai_assets.storage import DuckDBDatabase, add_new_rows, missing_keys
 from news_ai_assets.tables import DayRows, StoredDays
 
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
@@ -51,10 +51,11 @@ def window_behaviors(behaviors: StoredDays, day: dt.date) -> pl.DataFrame:
 def by_day(
     context: dg.AssetExecutionContext, compute: Callable[[dt.date], pl.DataFrame],
     metadata: Callable[[pl.DataFrame], Mapping[str, object]], descriptions: Mapping[str, str],
-    run_facts: Mapping[str, object] | None = None,
+    run_facts: Mapping[str, object] | None = None, schema: pl.Schema | None = None,
 ) -> DayRows:
     """DayRows of `compute(day)` for each day of the run, each day's metadata recorded with its
-    timing, the run's `run_facts`, and the column schema (with `descriptions`) from the first day."""
+    timing, the run's `run_facts`, and the column schema (with `descriptions`): `schema`, or the
+    first day's."""
     run_metadata(context, run_facts or {})
 
     def days() -> Iterator:
@@ -63,7 +64,7 @@ def by_day(
                 rows = compute(day)
             day_metadata(context, day, {**metadata(rows), **timing})
             if index == 0:
-                context.add_asset_metadata({"dagster/column_schema": column_schema(rows.schema, descriptions)})
+                context.add_asset_metadata({"dagster/column_schema": column_schema(schema or rows.schema, descriptions)})
             yield day, rows
 
     return DayRows(days())
@@ -146,19 +147,48 @@ def user_features(
     )
 
 
+NEWS_FEATURES_VIEW = (  # each day's articles with the statistics of their version, computed once
+    "SELECT d.date, d.news_id, a.category, a.subcategory, f.* EXCLUDE (article_key) FROM features.news_feature_days d "
+    "JOIN bronze.articles a USING (article_key) JOIN features.article_features f USING (article_key)"
+)
+
+
 @dg.asset(
     key=["features", "news_features"],
     group_name="features",
     kinds={"duckdb", "polars"},
     ins={"news": dg.AssetIn(NEWS)},
-    **PARTITIONED_TABLE,
+    **stored_as("news_feature_days", NEWS_FEATURES_VIEW),
 )
-def news_features(context: dg.AssetExecutionContext, news: StoredDays) -> DayRows:
-    """Category, text statistics and entity counts per article of bronze/news[D]."""
-    return by_day(
-        context, lambda day: compute_news_features(news.read(day)),
-        lambda features: {"articles": features.height, "preview": preview(features)}, NEWS_FEATURE_DESCRIPTIONS,
-    )
+def news_features(context: dg.AssetExecutionContext, news: StoredDays, duckdb_database: DuckDBDatabase) -> DayRows:
+    """Category, text statistics and entity counts per article of bronze/news[D]. A version of an
+    article gets its statistics once, ever, in features.article_features; a day stores its articles."""
+    run_metadata(context, {})
+
+    def days() -> Iterator:
+        for day in partition_days(context):
+            with timed(context, "compute") as timing:
+                articles = news.read(day)
+                with duckdb_database.connect() as conn:
+                    new = articles.filter(pl.col("article_key").is_in(
+                        missing_keys(conn, "features", "article_features", "article_key", articles.get_column("article_key")).implode()
+                    )).unique("article_key")
+                    add_new_rows(conn, "features", "article_features",
+                                 compute_news_features(new).drop("date", "news_id", "category", "subcategory"), "article_key")
+            shown = compute_news_features(articles.head(5)).drop("article_key")
+            day_metadata(context, day, {"articles": articles.height, "statistics_computed_here": new.height, **timing,
+                                        "preview": preview(shown)})
+            if day == partition_days(context)[0]:
+                context.add_asset_metadata({"dagster/column_schema": column_schema(shown.schema, NEWS_FEATURE_DESCRIPTIONS)})
+            yield day, articles.select("date", "news_id", "article_key")
+
+    return DayRows(days())
+
+
+TEXT_EMBEDDINGS_VIEW = (  # each day's articles with the vector of their text, from the content-addressed cache
+    "SELECT d.date, d.news_id, d.text_hash, c.embedding FROM features.text_embedding_days d "
+    "JOIN features.embedding_cache c ON c.cache_key = d.cache_key AND c.text_hash = d.text_hash"
+)
 
 
 @dg.asset(
@@ -166,7 +196,7 @@ def news_features(context: dg.AssetExecutionContext, news: StoredDays) -> DayRow
     group_name="features",
     kinds={"duckdb", "pytorch"},
     ins={"news": dg.AssetIn(NEWS, metadata={"columns": ["date", "news_id", "title", "abstract"]})},
-    **PARTITIONED_TABLE,
+    **stored_as("text_embedding_days", TEXT_EMBEDDINGS_VIEW),
 )
 def text_embeddings(
     context: dg.AssetExecutionContext,
@@ -174,15 +204,15 @@ def text_embeddings(
     embedding_model: EmbeddingModel,
     duckdb_database: DuckDBDatabase,
 ) -> DayRows:
-    """One L2-normalised vector per article of bronze/news[D]; only texts never embedded before are
-    encoded (all of the run's new texts first, in one pass, then the days one by one from the cache)."""
+    """One L2-normalised vector per article of bronze/news[D]. Texts never embedded before are encoded
+    first, all of the run's in one pass, into the content-addressed cache, which holds every vector
+    once; a day stores which text (and model setting) each of its articles has."""
     key = embedding_model.spec.cache_key
-    texts = article_texts(news.scan().select("date", "news_id", "title", "abstract").unique("news_id").collect(),
-                          embedding_model.text_fields)
+    texts = article_texts(news.scan().unique("news_id").collect(), embedding_model.text_fields)
     hashes = texts.get_column("text_hash")
     with duckdb_database.connect() as conn:
         ensure_cache(conn)
-        known = cached_vectors(conn, key, hashes, with_vectors=False)
+        known = cached_hashes(conn, key, hashes)
         todo = texts.unique("text_hash", keep="first").join(known, on="text_hash", how="anti").sort("text_hash")
         context.log.info(f"{hashes.n_unique()} distinct texts: {known.height} cached, {todo.height} to embed")
         encoder, seconds = None, 0.0
@@ -201,14 +231,14 @@ def text_embeddings(
             ):
                 store_vectors(conn, key, todo_hashes[i * chunk : i * chunk + len(vectors)], vectors)
             seconds = time.perf_counter() - started
+        dimension = conn.execute("SELECT max(len(embedding)) FROM features.embedding_cache WHERE cache_key = ?",
+                                 [key]).fetchall()[0][0]
     embedded_now = set(todo.get_column("text_hash"))
 
     def compute(day: dt.date) -> pl.DataFrame:
-        day_texts = article_texts(news.read(day), embedding_model.text_fields)
-        with duckdb_database.connect() as conn:
-            vectors = cached_vectors(conn, key, day_texts.get_column("text_hash"))
-        dimension = len(vectors.get_column("embedding")[0]) if vectors.height else 384
-        return with_vectors(day_texts, vectors, dimension)
+        return article_texts(news.read(day), embedding_model.text_fields).select(
+            "date", "news_id", "text_hash", pl.lit(key).alias("cache_key")
+        )
 
     return by_day(
         context, compute,
@@ -216,7 +246,7 @@ def text_embeddings(
             "articles": articles.height,
             "distinct_texts": articles.get_column("text_hash").n_unique(),
             "texts_embedded_by_this_run": int(articles.get_column("text_hash").unique().is_in(embedded_now).sum()),
-            "preview": preview(articles.with_columns(pl.col("embedding").arr.head(4).cast(pl.List(pl.Float32)))),
+            "preview": preview(articles),
         },
         EMBEDDING_DESCRIPTIONS,
         {
@@ -226,22 +256,27 @@ def text_embeddings(
             "run_texts_per_second": round(todo.height / seconds, 1) if seconds else 0.0,
             "device": encoder.device if encoder else "not loaded (all cached)",
             "model": key,
+            "dimension": dimension or 0,
         },
+        pl.Schema({"date": pl.Date, "news_id": pl.String, "text_hash": pl.String, "embedding": pl.List(pl.Float32)}),
     )
 
 
+def _finite(table: str) -> SqlCheck:
+    return SqlCheck("features_finite", "No NaN or infinite feature.", non_finite_rows(table))
+
+
 feature_checks = [
-    sql_check(INTERACTIONS, "unique_candidates", "No (impression, candidate) twice.",
-              unique_rows("features.interactions", "split, impression_id, news_id")),
-    sql_check(dg.AssetKey(["features", "user_features"]), "one_row_per_user", "One row per user and day.",
-              unique_rows("features.user_features", "date, user_id")),
-    sql_check(dg.AssetKey(["features", "user_features"]), "features_finite", "No NaN or infinite feature.",
-              non_finite_rows("features.user_features")),
-    sql_check(dg.AssetKey(["features", "news_features"]), "features_finite", "No NaN or infinite feature.",
-              non_finite_rows("features.news_features")),
-    sql_check(
-        dg.AssetKey(["features", "text_embeddings"]), "unit_vectors", "Every vector is L2-normalised and finite.",
+    sql_checks(INTERACTIONS, [SqlCheck("unique_candidates", "No (impression, candidate) twice.",
+                                       unique_rows("features.interactions", "split, impression_id, news_id"))]),
+    sql_checks(dg.AssetKey(["features", "user_features"]), [
+        SqlCheck("one_row_per_user", "One row per user and day.", unique_rows("features.user_features", "date, user_id")),
+        _finite("features.user_features"),
+    ]),
+    sql_checks(dg.AssetKey(["features", "news_features"]), [_finite("features.news_features")]),
+    sql_checks(dg.AssetKey(["features", "text_embeddings"]), [SqlCheck(
+        "unit_vectors", "Every vector is L2-normalised and finite.",
         no_rows_where("features.text_embeddings",
                       "NOT abs(sqrt(list_dot_product(embedding::FLOAT[], embedding::FLOAT[])) - 1) < 1e-4", "bad_vectors"),
-    ),
+    )]),
 ]

@@ -15,8 +15,8 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
-    preview, require_lookback_before_start_empty, run_metadata, sql_check, unique_rows,
+    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
+    SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, unique_rows,
 )
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, window_behaviors
 from news_ai_assets.compute.silver import (
@@ -53,10 +53,7 @@ def _wide_schema(first: pl.DataFrame, user_features: StoredDays, news_features: 
         "behaviors": dg.AssetIn(BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY),
         "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["date", "news_id", "category", "subcategory"]}),
     },
-    **{**PARTITIONED_TABLE, "metadata": {
-        **PARTITIONED_TABLE["metadata"], "stored_table": "cross_features",
-        "view_sql": wide_view_sql("silver.cross_features", "features.user_features", "features.news_features"),
-    }},
+    **stored_as("cross_features", wide_view_sql("silver.cross_features", "features.user_features", "features.news_features")),
 )
 def training_examples(
     context: dg.AssetExecutionContext,
@@ -114,36 +111,40 @@ def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict
                                 "preview": shown})
 
 
-SILVER_TABLE = "silver.training_examples"
-silver_checks = [
-    sql_check(
-        SILVER, "row_count_matches_interactions", "One silver row per candidate of features/interactions.",
+# The checks read what this asset stores; the features joined on by the view are checked where they are stored.
+SILVER_TABLE = "silver.cross_features"
+silver_checks = [sql_checks(SILVER, [
+    SqlCheck(
+        "row_count_matches_interactions", "One silver row per candidate of features/interactions.",
         f"""SELECT s.n = i.n AS passed, s.n AS silver_rows, i.n AS interaction_rows
             FROM (SELECT count(*) AS n FROM {in_partitions(SILVER_TABLE)}) s,
                  (SELECT count(*) AS n FROM {in_partitions("features.interactions")}) i""",
     ),
-    sql_check(SILVER, "unique_candidates", "No (impression, candidate) twice.",
-              unique_rows(SILVER_TABLE, "split, impression_id, news_id")),
-    sql_check(
-        SILVER, "labels_match_split", "Labelled on train/dev days, NULL on unlabelled test days.",
+    SqlCheck("unique_candidates", "No (impression, candidate) twice.", unique_rows(SILVER_TABLE, "split, impression_id, news_id")),
+    SqlCheck(
+        "labels_match_split", "Labelled on train/dev days, NULL on unlabelled test days.",
         f"""SELECT count(*) FILTER (WHERE (split = 'test') <> (clicked IS NULL)) = 0 AS passed,
                    count(*) FILTER (WHERE split <> 'test' AND clicked IS NULL) AS unlabelled_train_dev_rows,
                    count(*) FILTER (WHERE split = 'test' AND clicked IS NOT NULL) AS labelled_test_rows
             FROM {in_partitions(SILVER_TABLE)}""",
     ),
-    sql_check(
-        SILVER, "similarity_in_range", "history_similarity is a cosine: within [-1, 1].",
+    SqlCheck(
+        "similarity_in_range", "history_similarity is a cosine: within [-1, 1].",
         no_rows_where(SILVER_TABLE, "history_similarity NOT BETWEEN -1 AND 1", "out_of_range_rows",
                       "min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity"),
     ),
-    sql_check(SILVER, "features_finite", "No NaN or infinite feature.", non_finite_rows(SILVER_TABLE)),
-    sql_check(
-        SILVER, "missing_cross_features_share",
+    SqlCheck(
+        "features_finite",
+        "No NaN or infinite cross feature (the user and news features the view adds are checked where stored).",
+        non_finite_rows(SILVER_TABLE),
+    ),
+    SqlCheck(
+        "missing_cross_features_share",
         f"At most {SETTINGS.max_missing_cross_share:.0%} of rows lack a cross feature (NEWS_AI_MAX_MISSING_CROSS_SHARE).",
         f"""SELECT coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0) <= $bound AS passed,
                    coalesce(avg((user_category_ratio IS NULL OR history_similarity IS NULL)::INT), 0) AS missing_share,
                    $bound AS bound
             FROM {in_partitions(SILVER_TABLE)}""",
-        params={"bound": SETTINGS.max_missing_cross_share},
+        {"bound": SETTINGS.max_missing_cross_share},
     ),
-]
+])]

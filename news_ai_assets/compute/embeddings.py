@@ -41,15 +41,13 @@ def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def cached_vectors(
-    conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: pl.Series, with_vectors: bool = True
-) -> pl.DataFrame:
-    """text_hash (and embedding, unless with_vectors is false) for those of `hashes` already cached."""
+def cached_hashes(conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: pl.Series) -> pl.DataFrame:
+    """text_hash of those of `hashes` already embedded with this setting."""
     conn.register("wanted_hashes", pl.DataFrame({"text_hash": hashes.unique()}).to_arrow())
     try:
         return conn.sql(
-            f"SELECT c.text_hash{', c.embedding' if with_vectors else ''} FROM {CACHE_SCHEMA}.{CACHE_TABLE} c "
-            "JOIN wanted_hashes w USING (text_hash) WHERE c.cache_key = $key ORDER BY c.text_hash",
+            f"SELECT c.text_hash FROM {CACHE_SCHEMA}.{CACHE_TABLE} c JOIN wanted_hashes w USING (text_hash) "
+            "WHERE c.cache_key = $key ORDER BY c.text_hash",
             params={"key": cache_key},
         ).pl()
     finally:
@@ -68,11 +66,3 @@ def store_vectors(conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: list[
         )
     finally:
         conn.unregister("new_vectors")
-
-
-def with_vectors(texts: pl.DataFrame, vectors: pl.DataFrame, dimension: int) -> pl.DataFrame:
-    """Attaches each article's vector as a fixed-size Float32 array column."""
-    return (
-        texts.join(vectors, on="text_hash", how="left", maintain_order="left")
-        .select("date", "news_id", "text_hash", pl.col("embedding").list.to_array(dimension).alias("embedding"))
-    )

@@ -64,13 +64,14 @@ NEWS_FEATURE_COLUMNS = list(NEWS_FEATURE_DESCRIPTIONS)
 
 
 def news_features(news: pl.DataFrame) -> pl.DataFrame:
-    """One row per (date, news_id) of bronze/news."""
+    """One row per (date, news_id) of bronze/news (with its article_key, when the input has one)."""
     text = combined_text(pl.col("title"), pl.col("abstract"))
     words = text.str.extract_all(WORD)
     chars = text.str.len_chars()
     return news.select(
         "date",
         "news_id",
+        *(["article_key"] if "article_key" in news.columns else []),
         "category",
         "subcategory",
         *[

@@ -118,6 +118,13 @@ def _user_preferences(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFr
     return totals, *shares
 
 
+def _matrix(embeddings: pl.Series) -> np.ndarray:
+    """Vectors (a list or fixed-size array column) as a float32 matrix, one row each."""
+    if isinstance(embeddings.dtype, pl.List):
+        embeddings = embeddings.list.to_array(int(embeddings.list.len().max() or 0))
+    return np.asarray(embeddings.to_numpy(), dtype=np.float32).reshape(len(embeddings), embeddings.dtype.size)
+
+
 def _history_means(users: pl.DataFrame, index: pl.DataFrame, vectors: np.ndarray) -> np.ndarray:
     """Row i: the mean embedding of user i's history articles that have one (zeros when none)."""
     pairs = (
@@ -135,7 +142,7 @@ def _history_means(users: pl.DataFrame, index: pl.DataFrame, vectors: np.ndarray
     return np.asarray(averaging @ vectors, dtype=np.float32)
 
 
-SIMILARITY_BATCH = 32_768  # rows; keeps the gathered vectors at ~50 MB
+SIMILARITY_BATCH = 2_048  # rows: the gathered vectors (3 MB) stay in cache; 2.4x faster than 32k-row batches
 
 
 def _similarity(user_rows: np.ndarray, embedding_rows: np.ndarray, means: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -172,24 +179,29 @@ def silver_for_day(
     candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
 
     day_embeddings = embeddings.filter(pl.col("date") == day).unique("news_id").sort("news_id")
-    vectors = np.asarray(day_embeddings.get_column("embedding").to_numpy(), dtype=np.float32).reshape(
-        day_embeddings.height, day_embeddings.schema["embedding"].size
-    )
+    vectors = _matrix(day_embeddings.get_column("embedding"))
     index = day_embeddings.select("news_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("embedding_row"))
     means = _history_means(users, index, vectors)
-    user_index = users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
 
     rows = interactions.filter(pl.col("date") == day).select(ID_COLUMNS).sort("split", "impression_id", "position")
+    # What a row needs of its user and of its article, joined once per day, not once per chunk.
+    per_user = (
+        users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
+        .join(known_items, on="user_id", how="left")
+    )
+    per_article = (
+        rows.select("news_id").unique()
+        .join(categories, on="news_id", how="left")
+        .join(candidates, on="news_id", how="left")
+        .join(index, on="news_id", how="left")
+    )
     for start in range(0, max(rows.height, 1), chunk_rows):
         chunk = (
             rows.slice(start, chunk_rows)
-            .join(categories, on="news_id", how="left", maintain_order="left")
-            .join(known_items, on="user_id", how="left", maintain_order="left")
+            .join(per_user, on="user_id", how="left", maintain_order="left")
+            .join(per_article, on="news_id", how="left", maintain_order="left")
             .join(category_share, on=["user_id", "category"], how="left", maintain_order="left")
             .join(subcategory_share, on=["user_id", "subcategory"], how="left", maintain_order="left")
-            .join(candidates, on="news_id", how="left", maintain_order="left")
-            .join(user_index, on="user_id", how="left", maintain_order="left")
-            .join(index, on="news_id", how="left", maintain_order="left")
         )
         similarity = _similarity(
             chunk.get_column("user_row").fill_null(-1).to_numpy(),

@@ -55,6 +55,7 @@ NEWS_DESCRIPTIONS = {
     "url": "URL ('' when absent).",
     "title_entities": "Entities MIND lists for the title, parsed from its JSON.",
     "abstract_entities": "Entities MIND lists for the abstract, parsed from its JSON.",
+    "article_key": "MD5 of the article's news.tsv line: one version of an article, stored once in bronze.articles.",
 }
 REJECT_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "reason": pl.String, "raw_line": pl.String}
 SOURCE_DAYS_SCHEMA = {"split": pl.String, "source_file": pl.String, "date": pl.Date, "lines": pl.Int64}
@@ -392,7 +393,8 @@ _NEWS_COLUMNS = f"""
     news_id, category, coalesce(subcategory, '') AS subcategory, coalesce(title, '') AS title,
     coalesce(abstract, '') AS abstract, coalesce(url, '') AS url,
     {_entities("title_entities")},
-    {_entities("abstract_entities")}
+    {_entities("abstract_entities")},
+    md5(raw_line) AS article_key
 """
 
 
