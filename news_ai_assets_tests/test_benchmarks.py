@@ -1,0 +1,35 @@
+"""The benchmark scripts stay runnable: the SQL floor computes silver's rows, the runner writes its report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import sql_floor
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_sql_floor_computes_one_row_per_candidate(tmp_path, tiny_mind):
+    floor = sql_floor.run(tiny_mind, tmp_path / "floor.duckdb")
+    db = tmp_path / "pipeline.duckdb"
+    materialize(db, tiny_mind, "2019-11-09", "2019-11-22", selection=["bronze/behaviors", "features/interactions"])
+    assert floor["rows"] == read_table(db, "features.interactions").height
+    assert floor["columns"] >= 80 and set(floor["steps_s"]) >= {"user_features", "silver_floor"}
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
+    completed = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--data", tiny_mind, "--results", tmp_path],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert {"one_run", "no_inference_run", "daily_next_day", "floor", "floor_ratio", "baseline"} <= set(results)
+    assert results["one_run"]["steps"]["features__text_embeddings"]["newly_embedded"] > 0
+    assert results["no_inference_run"]["steps"]["features__text_embeddings"]["newly_embedded"] == 0
+    assert (tmp_path / "tiny" / "report.png").stat().st_size > 20_000
