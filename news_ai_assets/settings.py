@@ -34,6 +34,7 @@ class Settings:
     embedding_device: str
     embedding_backend: str
     embedding_precision: str
+    embedding_batch_size: int | None  # None: the device's default
     lookback_days: int
     max_missing_cross_share: float
 
@@ -97,6 +98,9 @@ def load_settings() -> Settings:
         embedding_device=_choice("NEWS_AI_EMBEDDING_DEVICE", "auto", DEVICES),
         embedding_backend=_choice("NEWS_AI_EMBEDDING_BACKEND", "torch", BACKENDS),
         embedding_precision=_choice("NEWS_AI_EMBEDDING_PRECISION", "fp32", PRECISIONS),
+        embedding_batch_size=(
+            _whole_number("NEWS_AI_EMBEDDING_BATCH_SIZE", "", 1, 65_536) if os.environ.get("NEWS_AI_EMBEDDING_BATCH_SIZE") else None
+        ),
         lookback_days=_whole_number("NEWS_AI_LOOKBACK_DAYS", "7", 1, MAX_LOOKBACK_DAYS),
         max_missing_cross_share=_share("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.05"),
     )

@@ -33,3 +33,19 @@ def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
     assert results["one_run"]["steps"]["features__text_embeddings"]["newly_embedded"] > 0
     assert results["no_inference_run"]["steps"]["features__text_embeddings"]["newly_embedded"] == 0
     assert (tmp_path / "tiny" / "report.png").stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path, tiny_mind):
+    out = tmp_path / "rows.json"
+    completed = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "gpu_embeddings.py", "--device", "cpu", "--texts", "40", "--repeats", "1",
+         "--precisions", "fp32", "fp16", "--news", *sorted(tiny_mind.glob("*/news.tsv")), "--out", out],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    rows = {(row["path"], row["option"]): row for row in json.loads(out.read_text())}
+    assert rows[("sentence-transformers encode()", "torch/fp32")]["texts/s"] > 0
+    for option in ("torch/fp32", "openvino/fp32"):
+        assert rows[("Encoder", option)]["min cosine (sentence-transformers fp32 here)"] >= 0.99999
+    assert "runs on CUDA and MPS GPUs, not on the CPU" in rows[("Encoder", "torch/fp16")]["refused"]

@@ -38,8 +38,12 @@ def test_unsupported_options_are_refused(monkeypatch):
     monkeypatch.setattr(embedding_model, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(EmbeddingModelError, match="native bfloat16"):
         Encoder(EncoderSpec(device="cpu", precision="bf16"))
-    with pytest.raises(EmbeddingModelError, match="not one of fp32, bf16"):
+    with pytest.raises(EmbeddingModelError, match="not one of fp32, bf16, fp16"):
         Encoder(EncoderSpec(device="cpu", precision="int4"))
+    with pytest.raises(EmbeddingModelError, match="'fp16' runs on CUDA and MPS GPUs, not on the CPU"):
+        Encoder(EncoderSpec(device="cpu", precision="fp16"))
+    with pytest.raises(EmbeddingModelError, match="'fp16' runs on CUDA and MPS GPUs, not on the CPU"):
+        Encoder(EncoderSpec(device="cpu", backend="openvino", precision="fp16"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(EmbeddingModelError, match="openvino backend runs on the CPU"):
         Encoder(EncoderSpec(device="cuda", backend="openvino"))
@@ -83,6 +87,29 @@ def test_real_news_match_a_direct_encode(real_texts, direct_encode, backend, pre
     assert vectors.dtype == np.float32 and vectors.shape == (len(real_texts), 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert (vectors * direct_encode).sum(axis=1).min() >= min_cosine
+
+
+def test_the_batch_tokenizer_gives_what_the_transformers_tokenizer_gives(real_texts):
+    encoder = load_encoder(EncoderSpec(device="cpu"))
+    long_text = " ".join(real_texts[:20])  # past max_seq_length: truncated
+    texts = [long_text, *real_texts, "", "Ünïcödé — digits 2019, punctuation!?"]
+    ours = embedding_model.BatchTokenizer(encoder.model.tokenizer, encoder.model.max_seq_length)(texts)
+    theirs = encoder.model.tokenizer(
+        texts, padding=True, truncation=True, max_length=encoder.model.max_seq_length, return_tensors="np"
+    )
+    assert set(ours) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert ours["input_ids"].shape == (len(texts), encoder.model.max_seq_length)
+    for name, ids in ours.items():
+        np.testing.assert_array_equal(ids, theirs[name])
+
+
+def test_the_batch_size_defaults_to_the_devices_and_configuration_wins(real_texts):
+    encoder = load_encoder(EncoderSpec(device="cpu"))
+    assert encoder.default_batch_size == embedding_model.DEFAULT_BATCH_SIZES["cpu"] == 32
+    assert embedding_model.DEFAULT_BATCH_SIZES["cuda"] > embedding_model.DEFAULT_BATCH_SIZES["mps"] > 32
+    default = np.concatenate(list(encoder.encode(real_texts)))
+    small_batches = np.concatenate(list(encoder.encode(real_texts, batch_size=5, chunk_size=40)))
+    np.testing.assert_allclose(default, small_batches, atol=1e-6)
 
 
 EMBEDDING_GRAPH = ["bronze/behaviors", "bronze/news", "features/text_embeddings"]

@@ -23,13 +23,22 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_MAX_MISSING_CROSS_SHARE", "inf", "must be a number from 0 to 1"),
         ("NEWS_AI_EMBEDDING_DEVICE", "gpu", "is not one of auto, mps, cuda, cpu"),
         ("NEWS_AI_EMBEDDING_BACKEND", "onnx", "is not one of torch, openvino"),
-        ("NEWS_AI_EMBEDDING_PRECISION", "int4", "is not one of fp32, bf16"),
+        ("NEWS_AI_EMBEDDING_PRECISION", "int4", "is not one of fp32, bf16, fp16"),
+        ("NEWS_AI_EMBEDDING_BATCH_SIZE", "0", "must be a whole number from 1 to 65536"),
+        ("NEWS_AI_EMBEDDING_BATCH_SIZE", "big", "must be a whole number from 1 to 65536"),
     ],
 )
 def test_a_bad_setting_names_its_variable(monkeypatch, variable, value, message):
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingError, match=rf"^{variable}.*{message}"):
         load_settings()
+
+
+def test_the_embedding_batch_size_is_the_devices_unless_set(monkeypatch):
+    monkeypatch.delenv("NEWS_AI_EMBEDDING_BATCH_SIZE", raising=False)
+    assert load_settings().embedding_batch_size is None
+    monkeypatch.setenv("NEWS_AI_EMBEDDING_BATCH_SIZE", "512")
+    assert load_settings().embedding_batch_size == 512
 
 
 @pytest.mark.parametrize("content", [b"PAR1\x00\x00\x00\x00PAR1", b"a,b\n1,2\n"])

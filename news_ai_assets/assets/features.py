@@ -224,12 +224,10 @@ def text_embeddings(
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 context.log.info(f"embedded {done}/{total} texts ({rate:.0f} texts/s)")
 
-            todo_hashes = todo.get_column("text_hash").to_list()
-            chunk = embedding_model.batch_size * 8
-            for i, vectors in enumerate(
-                encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress, chunk)
-            ):
-                store_vectors(conn, key, todo_hashes[i * chunk : i * chunk + len(vectors)], vectors)
+            todo_hashes, stored = todo.get_column("text_hash").to_list(), 0
+            for vectors in encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress):
+                store_vectors(conn, key, todo_hashes[stored : stored + len(vectors)], vectors)
+                stored += len(vectors)
             seconds = time.perf_counter() - started
         dimension = conn.execute("SELECT max(len(embedding)) FROM features.embedding_cache WHERE cache_key = ?",
                                  [key]).fetchall()[0][0]
