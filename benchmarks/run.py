@@ -1,7 +1,7 @@
 """Speed and memory of the pipeline at MIND-small and MIND-large shape, beside a SQL floor and the old approach.
 
-    .venv/bin/python benchmarks/run.py --scale small        # ~10 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --scale large        # ~1 hour on 2 cores, 16 GiB
+    .venv/bin/python benchmarks/run.py --scale small        # ~16 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --scale large        # ~50 minutes on 2 cores, 16 GiB, plus 5 to generate
 
 Every run is its own process, as users run it (`dagster asset materialize`), measured for wall
 time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from the run's events.
