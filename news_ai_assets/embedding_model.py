@@ -6,14 +6,14 @@ hardware can't run raises EmbeddingModelError. Vectors are never made up.
 
 import contextlib
 import functools
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import os
 import platform
 import sys
 import time
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,8 @@ class Encoder:
             os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # CPU for the few ops MPS lacks
         started = time.perf_counter()
         self.model = self._load()
-        self._openvino = _OpenVinoRunner(self.model, spec.precision) if spec.backend == "openvino" else None
+        self._tokenize = BatchTokenizer(self.model.tokenizer, self.model.max_seq_length)
+        self._openvino = _OpenVinoRunner(self.model, self._tokenize, spec.precision) if spec.backend == "openvino" else None
         log.info(
             "loaded %s on %s (%s, %s, max_seq_length %s) in %.1fs", spec.model, self.device, spec.backend,
             spec.precision, self.model.max_seq_length, time.perf_counter() - started,
@@ -158,10 +159,6 @@ class Encoder:
         return model.eval()
 
     @property
-    def dimension(self) -> int:
-        return self.model.get_embedding_dimension()
-
-    @property
     def default_batch_size(self) -> int:
         return DEFAULT_BATCH_SIZES[self.device]
 
@@ -170,8 +167,7 @@ class Encoder:
         device computes; each chunk's vectors are copied back once, not once per batch."""
         import torch
 
-        # Longest first, as sentence-transformers does: similar lengths share a batch, so little padding.
-        orders = [np.argsort([-len(t) for t in chunk], kind="stable") for chunk in chunks]
+        orders = [_longest_first(chunk) for chunk in chunks]
         batches = [
             (n, [chunk[i] for i in order[start : start + batch_size]], start + batch_size >= len(chunk))
             for n, (chunk, order) in enumerate(zip(chunks, orders))
@@ -179,10 +175,8 @@ class Encoder:
         ]
         pinned = self.device == "cuda"  # page-locked host memory: copies to the GPU run asynchronously
 
-        tokenize = BatchTokenizer(self.model.tokenizer, self.model.max_seq_length)
-
         def tokenized(texts: list[str]) -> dict:
-            tensors = {k: torch.from_numpy(v) for k, v in tokenize(texts).items()}
+            tensors = {k: torch.from_numpy(v) for k, v in self._tokenize(texts).items()}
             return {k: v.pin_memory() for k, v in tensors.items()} if pinned else tensors
 
         autocast = (
@@ -236,7 +230,7 @@ class _OpenVinoRunner:
     """The model's transformer converted to OpenVINO in memory; tokenising and mean pooling as the
     sentence-transformers pipeline does them (only mean-pooling models qualify)."""
 
-    def __init__(self, model, precision: str):
+    def __init__(self, model, tokenize: "BatchTokenizer", precision: str):
         import torch
 
         ov = _openvino_without_telemetry()
@@ -244,7 +238,7 @@ class _OpenVinoRunner:
         pooling = model[1].get_config_dict().get("pooling_mode") if len(model) > 1 else None
         if pooling != "mean":
             raise EmbeddingModelError(f"the openvino backend needs a mean-pooling model, not {pooling!r}")
-        self.tokenize = BatchTokenizer(model.tokenizer, model.max_seq_length)
+        self.tokenize = tokenize
         example = {name: torch.from_numpy(ids) for name, ids in self.tokenize(["an example"]).items()}
         # OpenVINO's converter traces the model with torch.jit.trace, which torch now calls deprecated, and
         # tracing notes that the model's Python-level shape checks become constants; they hold for any
@@ -259,7 +253,7 @@ class _OpenVinoRunner:
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+        order = _longest_first(texts)
         out = None
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
@@ -271,6 +265,12 @@ class _OpenVinoRunner:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
         return out
+
+
+def _longest_first(texts: list[str]) -> np.ndarray:
+    """Positions of `texts`, longest first, as sentence-transformers orders them: similar lengths
+    share a batch, so batches carry little padding."""
+    return np.argsort([-len(t) for t in texts], kind="stable")
 
 
 class BatchTokenizer:
