@@ -113,13 +113,12 @@ class Home:
 
 def copy_embedding_cache(source: Path, target: Path) -> None:
     """Seeds a fresh database with another's embedding cache, and nothing else."""
-    from news_ai_assets.compute.embeddings import ensure_cache
     from news_ai_assets.storage import connect
 
     with connect(target) as conn:
-        ensure_cache(conn)
         conn.execute("ATTACH ? AS source (READ_ONLY)", [str(source)])
-        conn.execute("INSERT INTO features.embedding_cache SELECT * FROM source.features.embedding_cache")
+        conn.execute("CREATE SCHEMA features")
+        conn.execute("CREATE TABLE features.embedding_cache AS SELECT * FROM source.features.embedding_cache")
         conn.execute("DETACH source")
 
 

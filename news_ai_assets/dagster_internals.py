@@ -6,20 +6,28 @@
 - AssetCheckEvaluationTargetMaterializationData: a check over a range run reports one evaluation
   per partition (AssetCheckResult can only report the run's single partition key); each is linked
   to its own partition's materialisation, as AssetCheckResult does for a single partition.
+- PartitionBackfill.from_asset_partitions and DagsterInstance.add_backfill: an asset backfill, in
+  which Dagster's daemon launches a run per partition as soon as the partitions it reads are
+  materialised, is launched from the UI or its GraphQL API only; the CLI's `dagster job backfill`
+  launches every partition's run at once, whatever the lookback reads.
 - The step context behind an OutputContext: the IO manager learns each partition's row count only
   when it writes, and attaching a value to one partition's materialisation event is an
   execution-context method (AssetExecutionContext.add_asset_metadata) that OutputContext lacks.
 """
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
+from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.utils import make_new_backfill_id
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 
-__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluations"]
+__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluations",
+           "launch_asset_backfill"]
 
 
 def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, object]) -> None:
@@ -55,3 +63,17 @@ def check_evaluations(
         )
         for key, (passed, metadata) in results.items()
     ]
+
+
+def launch_asset_backfill(instance: dg.DagsterInstance, defs: dg.Definitions, partition_keys: Sequence[str],
+                          title: str) -> str:
+    """Requests a backfill of every asset of `defs` for `partition_keys`, as the UI's "Launch
+    backfill" does; the instance's daemon runs it. Returns the backfill id."""
+    graph = defs.resolve_asset_graph()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=graph, partition_names=list(partition_keys),
+        asset_selection=list(graph.materializable_asset_keys), backfill_timestamp=time.time(), tags={},
+        dynamic_partitions_store=instance, all_partitions=False, title=title, description=None, run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id

@@ -3,11 +3,13 @@
 import datetime as dt
 
 import dagster as dg
+from dagster_deltalake import LocalConfig, S3Config
 
 from news_ai_assets.assets import bronze, features, silver
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
-from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
+from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
+from news_ai_assets.storage import Database, DuckDBDatabase, DuckDBPolarsIOManager
 
 all_assets = dg.load_assets_from_modules([bronze, features, silver])
 all_checks = [*bronze.bronze_checks, *features.feature_checks, *silver.silver_checks]
@@ -31,14 +33,28 @@ def mind_features_job_schedule(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(partition_key=day)
 
 
+def storage_resources() -> dict[str, dg.ConfigurableResource]:
+    """The IO manager and the database for NEWS_AI_STORAGE: one DuckDB file, or Delta tables."""
+    if SETTINGS.storage == "delta":
+        location = (S3Config() if SETTINGS.delta_uri.startswith("s3://") else LocalConfig())
+        return {"io_manager": DeltaPolarsIOManager(root_uri=SETTINGS.delta_uri, storage_options=location),
+                "database": DeltaDatabase(uri=SETTINGS.delta_uri)}
+    return {"io_manager": DuckDBPolarsIOManager(database=str(SETTINGS.duckdb_path)),
+            "database": DuckDBDatabase(database=str(SETTINGS.duckdb_path))}
+
+
+def database() -> Database:
+    """The configured storage, for programs beside the pipeline (summary, tests, benchmarks)."""
+    return storage_resources()["database"]
+
+
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[mind_features_job],
     schedules=[mind_features_job_schedule],
     resources={
-        "io_manager": DuckDBPolarsIOManager(database=str(SETTINGS.duckdb_path)),
-        "duckdb_database": DuckDBDatabase(database=str(SETTINGS.duckdb_path)),
+        **storage_resources(),
         "embedding_model": EmbeddingModel(
             device=SETTINGS.embedding_device,
             backend=SETTINGS.embedding_backend,
@@ -50,6 +66,6 @@ defs = dg.Definitions(
             sample_dir=str(SETTINGS.sample_dir),
         ),
     },
-    # One process per run: the embedding model loads once, and the run holds the DuckDB file throughout.
+    # One process per run: the embedding model loads once, and a run on DuckDB holds the file throughout.
     executor=dg.in_process_executor,
 )

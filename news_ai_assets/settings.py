@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from news_ai_assets.embedding_model import BACKENDS, DEVICES, PRECISIONS
+from news_ai_assets.delta_storage import normalised_uri
 from news_ai_assets.storage import NotADuckDBFileError, check_database_file
 
 DEFAULT_START_DATE = "2019-11-09"
@@ -25,10 +26,15 @@ class SettingError(ValueError):
     """An environment variable holds a value the pipeline can't use."""
 
 
+STORAGES = ("duckdb", "delta")
+
+
 @dataclass(frozen=True)
 class Settings:
     mind_dir: Path | None
+    storage: str  # duckdb: one file; delta: Delta tables under delta_uri
     duckdb_path: Path
+    delta_uri: str
     start_date: dt.date
     end_date: dt.date  # inclusive: the last partition
     embedding_device: str
@@ -42,6 +48,12 @@ class Settings:
     def sample_dir(self) -> Path:
         """Generated sample data lives beside the DuckDB file, so one directory holds all we write."""
         return self.duckdb_path.parent / "sample_mind"
+
+    @property
+    def backfill_policy(self) -> dg.BackfillPolicy:
+        """A DuckDB file has one writer: a backfill is one run that goes day by day. Delta tables
+        take many writers: one run per partition, launched side by side (dagster.yaml caps how many)."""
+        return dg.BackfillPolicy.multi_run(1) if self.storage == "delta" else dg.BackfillPolicy.single_run()
 
 
 def _date(name: str, default: str) -> dt.date:
@@ -80,6 +92,14 @@ def _share(name: str, default: str) -> float:
     return value
 
 
+def _delta_uri() -> str:
+    raw = os.environ.get("NEWS_AI_DELTA_URI") or "data/delta"
+    scheme = raw.split("://", 1)[0] if "://" in raw else None
+    if scheme not in (None, "file", "s3") or (scheme == "s3" and not raw[len("s3://"):].strip("/")):
+        raise SettingError(f"NEWS_AI_DELTA_URI={raw!r} must be a folder, file://PATH or s3://BUCKET[/PREFIX]")
+    return normalised_uri(raw)
+
+
 def load_settings() -> Settings:
     mind_dir = os.environ.get("NEWS_AI_MIND_DIR") or None
     start, end = _date("NEWS_AI_START_DATE", DEFAULT_START_DATE), _date("NEWS_AI_END_DATE", DEFAULT_END_DATE)
@@ -92,7 +112,9 @@ def load_settings() -> Settings:
         raise SettingError(f"NEWS_AI_DUCKDB_PATH: {err}") from err
     return Settings(
         mind_dir=Path(mind_dir).expanduser().absolute() if mind_dir else None,
+        storage=_choice("NEWS_AI_STORAGE", "duckdb", STORAGES),
         duckdb_path=duckdb_path,
+        delta_uri=_delta_uri(),
         start_date=start,
         end_date=end,
         embedding_device=_choice("NEWS_AI_EMBEDDING_DEVICE", "auto", DEVICES),

@@ -245,23 +245,30 @@ def replace_rows(
         conn.unregister("incoming_schema")
 
 
-def missing_keys(conn: duckdb.DuckDBPyConnection, schema: str, table: str, key: str, keys: pl.Series) -> pl.Series:
-    """The distinct `keys` that schema.table does not hold yet (all of them when it doesn't exist)."""
+def _key_list(key: str | Sequence[str]) -> list[str]:
+    return [key] if isinstance(key, str) else list(key)
+
+
+def missing_keys(conn: duckdb.DuckDBPyConnection, schema: str, table: str, keys: pl.DataFrame) -> pl.DataFrame:
+    """The distinct rows of `keys` (key columns) that schema.table does not hold yet (all when it doesn't exist)."""
+    keys = keys.unique()
     if not _has_table(conn, schema, table):
-        return keys.unique()
-    conn.register("wanted_keys", pl.DataFrame({key: keys.unique()}).to_arrow())
+        return keys
+    conn.register("wanted_keys", keys.to_arrow())
     try:
+        using = ", ".join(quote(c) for c in keys.columns)
         return conn.sql(
-            f"SELECT w.{quote(key)} FROM wanted_keys w ANTI JOIN {quote(schema)}.{quote(table)} t USING ({quote(key)})"
-        ).pl().get_column(key)
+            f"SELECT w.* FROM wanted_keys w ANTI JOIN {quote(schema)}.{quote(table)} t USING ({using})"
+        ).pl()
     finally:
         conn.unregister("wanted_keys")
 
 
-def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: pl.DataFrame, key: str) -> int:
+def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: pl.DataFrame,
+                 key: str | Sequence[str]) -> int:
     """Adds those of `rows` whose `key` the table lacks, in one transaction; returns how many.
     For content-addressed tables that only grow (an article version and its statistics)."""
-    qualified = f"{quote(schema)}.{quote(table)}"
+    qualified, using = f"{quote(schema)}.{quote(table)}", ", ".join(quote(c) for c in _key_list(key))
     conn.register("new_rows", rows.to_arrow())
     try:
         with transaction(conn, f"adding rows to {schema}.{table} failed; it holds what it held before."):
@@ -269,8 +276,8 @@ def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM new_rows LIMIT 0")
             _fit_table_to(conn, qualified, "new_rows")
             added = conn.execute(
-                f"INSERT INTO {qualified} BY NAME SELECT DISTINCT ON ({quote(key)}) n.* FROM new_rows n "
-                f"ANTI JOIN {qualified} t USING ({quote(key)})"
+                f"INSERT INTO {qualified} BY NAME SELECT DISTINCT ON ({using}) n.* FROM new_rows n "
+                f"ANTI JOIN {qualified} t USING ({using})"
             ).fetchall()[0][0]
         return added
     finally:
@@ -288,14 +295,15 @@ def materialize_command(asset: str, days: Sequence[dt.date]) -> str:
 
 
 def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, days: Sequence[dt.date],
-                    day_column: str = "date") -> None:
+                    day_column: str = "date", location: str | None = None) -> None:
     """Fails unless every day of `days` was materialised into schema.table here and still holds
     what that write recorded. Decided from the database, never from run history: a run whose
     inputs are missing stops instead of computing features from a short window."""
     recorded = recorded_partitions(conn, f"{schema}.{table}", days)
     missing = [day for day in days if day not in recorded]
     asset = f"{schema}/{table}"
-    database = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
+    database = location or conn.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
     if missing:
         raise dg.Failure(
             f"{asset} has never been materialised in {database} for {_describe_days(missing)}, which this run "
@@ -316,20 +324,6 @@ def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, da
         )
 
 
-def _slice_filter(table_slice: TableSlice) -> tuple[str, list]:
-    """The WHERE clause for a table slice, with its values as parameters."""
-    clauses, params = [], []
-    for dimension in table_slice.partition_dimensions or []:
-        if isinstance(dimension.partitions, dg.TimeWindow):
-            clauses.append(f"{dimension.partition_expr} >= ? AND {dimension.partition_expr} < ?")
-            params += [dimension.partitions.start.replace(tzinfo=None), dimension.partitions.end.replace(tzinfo=None)]
-        else:
-            keys = list(dimension.partitions)
-            clauses.append(f"{dimension.partition_expr} IN ({', '.join('?' for _ in keys)})")
-            params += keys
-    return " AND ".join(clauses) or "true", params
-
-
 def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
     """The days a daily-partitioned slice covers, and its partition column (None: not daily)."""
     for dimension in table_slice.partition_dimensions or []:
@@ -339,41 +333,103 @@ def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
     return None, "date"
 
 
-class _DuckDBDays(StoredDays):
-    """Days of a table in the pipeline's DuckDB file, scanned lazily (filters reach DuckDB)."""
+def days_filter(days: Sequence[dt.date] | None, day_column: str = "date") -> tuple[str, list]:
+    """The WHERE clause selecting `days` (all rows when None), with its parameters."""
+    if not days:
+        return "true", []
+    return f"{quote(day_column)} >= ? AND {quote(day_column)} < ?", [min(days), max(days) + dt.timedelta(days=1)]
 
-    def __init__(self, database: str, schema: str, table: str, days: Sequence[dt.date], columns: Sequence[str] | None):
+
+@dataclass(frozen=True)
+class Replacement:
+    """The rows of `select` (SQL over a connection of the database, with `params`) replace those
+    of schema.table whose `column` equals `value`; the whole table, columns included, when
+    `column` is None."""
+
+    schema: str
+    table: str
+    select: str
+    params: Sequence = ()
+    column: str | None = None
+    value: object = None
+
+
+class Database(dg.ConfigurableResource):
+    """The storage seam. Assets, checks and the IO manager read every stored table through DuckDB
+    SQL on `connect()` and write only through these methods; which storage is behind them
+    (one DuckDB file, or Delta tables in a folder or bucket) is configuration, never asset code."""
+
+    def location(self) -> str:
+        """Where the tables are, for messages."""
+        raise NotImplementedError
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A new connection in which every stored table and view reads as schema.table."""
+        raise NotImplementedError
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = self.reader()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def replace_days(self, schema: str, table: str, rows: Rows, days: Sequence[dt.date] | None,
+                     day_column: str = "date", run_id: str | None = None) -> Written:
+        """Replaces `days` of schema.table (the whole table when None) with `rows`, atomically,
+        recording each day's count in meta.partition_writes; rows outside `days` are refused."""
+        raise NotImplementedError
+
+    def replace_each(self, conn: duckdb.DuckDBPyConnection, replacements: Sequence[Replacement], failure: str) -> None:
+        """Applies the replacements, whose SELECTs run on `conn`, in order."""
+        raise NotImplementedError
+
+    def add_new_rows(self, schema: str, table: str, rows: pl.DataFrame, key: str | Sequence[str]) -> int:
+        """Adds the rows whose key schema.table lacks (each key once); returns how many."""
+        raise NotImplementedError
+
+    def define_view(self, schema: str, name: str, sql: str) -> None:
+        """schema.name becomes the view `sql` over stored tables."""
+        raise NotImplementedError
+
+    def missing_keys(self, schema: str, table: str, keys: pl.DataFrame) -> pl.DataFrame:
+        with self.connect() as conn:
+            return missing_keys(conn, schema, table, keys)
+
+
+class _StoredTableDays(StoredDays):
+    """Days of a stored table or view, scanned lazily (filters and columns reach the storage)."""
+
+    def __init__(self, database: Database, schema: str, table: str, days: Sequence[dt.date], columns: Sequence[str] | None):
         super().__init__(days)
         self._database, self._table, self._columns = database, f"{quote(schema)}.{quote(table)}", columns
 
     def scan(self) -> pl.LazyFrame:
-        relation = connect(self._database).table(self._table)  # the relation keeps its connection open
+        relation = self._database.reader().table(self._table)  # the relation keeps its connection open
         if self._columns:
             relation = relation.select(*[quote(c) for c in self._columns])
         return relation.pl(lazy=True).filter((pl.col("date") >= min(self.days)) & (pl.col("date") <= max(self.days)))
 
 
 class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
-    """Stores DayRows day by day (one transaction each) or a whole frame or stream at once; loads a
-    partition range as StoredDays (lazy) or as one frame, in stored order.
+    """Stores DayRows day by day (one atomic replace each) or a whole frame or stream at once; loads
+    a partition range as StoredDays (lazy) or as one frame. The connection is the Database.
 
     An asset whose definition metadata names a `stored_table` and a `view_sql` is stored under that
     name, and its own name is a view (`view_sql`) over it: silver keeps its wide table as a view.
     """
 
-    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj, connection) -> Mapping[str, object]:
+    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj, connection: Database) -> Mapping[str, object]:
         days, day_column = _slice_days(table_slice)
         schema, stored, view = _names(context.definition_metadata, table_slice)
-        if view:
-            _refuse_table_where_view_goes(connection, schema, table_slice.table)
         if isinstance(obj, DayRows):
-            writes = [self._write(context, connection, schema, stored, day_column, rows, f"{quote(day_column)} = ?", [day], [day])
+            writes = [self._write(context, connection, schema, stored, day_column, rows, [day])
                       for day, rows in self._each_day(obj, days, f"{schema}.{stored}")]
         else:
-            where, params = _slice_filter(table_slice)
-            writes = [self._write(context, connection, schema, stored, day_column, obj, where, params, days)]
+            writes = [self._write(context, connection, schema, stored, day_column, obj, days)]
         if view:
-            connection.execute(f"CREATE OR REPLACE VIEW {quote(schema)}.{quote(table_slice.table)} AS {view}")
+            connection.define_view(schema, table_slice.table, view)
         changed = sorted({c for written in writes for c in written.changed_columns})
         return {"dagster/row_count": sum(w.rows for w in writes), "migrated_columns": ", ".join(changed) or "none"}
 
@@ -390,9 +446,8 @@ class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
             raise StorageWriteError(f"the asset produced nothing for {table} on {_describe_days(missing)}: not written")
 
     @staticmethod
-    def _write(context, connection, schema: str, table: str, day_column: str, rows, where: str, params: list, days) -> Written:
-        written = replace_rows(connection, schema, table, rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows,
-                               where, params, days=days, day_column=day_column, run_id=context.run_id)
+    def _write(context, database: Database, schema: str, table: str, day_column: str, rows, days) -> Written:
+        written = database.replace_days(schema, table, rows, days, day_column, context.run_id)
         if written.changed_columns:
             context.log.warning(f"Changed columns {written.changed_columns} of {schema}.{table}; partitions written "
                                 "earlier hold NULL in added columns until re-materialised.")
@@ -404,17 +459,18 @@ class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
             context.log.info(f"stored {schema}.{table} for {day}: {count} rows")
         return written
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> pl.DataFrame | StoredDays:
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: Database) -> pl.DataFrame | StoredDays:
         schema, stored, view = _names(context.upstream_output.definition_metadata, table_slice)
         days, day_column = _slice_days(table_slice)
-        if days:
-            require_written(connection, schema, stored, days, day_column)
-        if context.dagster_type.typing_type is StoredDays:
-            return _DuckDBDays(context.resource_config["database"], schema, table_slice.table, days, table_slice.columns)
-        table = f"{quote(schema)}.{quote(table_slice.table)}"
-        columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
-        where, params = _slice_filter(table_slice)
-        return connection.sql(f"SELECT {columns} FROM {table} WHERE {where}", params=params).pl()
+        with connection.connect() as conn:
+            if days:
+                require_written(conn, schema, stored, days, day_column, connection.location())
+            if context.dagster_type.typing_type is StoredDays:
+                return _StoredTableDays(connection, schema, table_slice.table, days, table_slice.columns)
+            columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
+            where, params = days_filter(days, day_column)
+            return conn.sql(f"SELECT {columns} FROM {quote(schema)}.{quote(table_slice.table)} WHERE {where}",
+                            params=params).pl()
 
     @property
     def supported_types(self) -> Sequence[type]:
@@ -436,25 +492,6 @@ def _refuse_table_where_view_goes(connection, schema: str, name: str) -> None:
             f"{schema}.{name} is a table written by an earlier version; it is now a view over what this asset "
             f"stores. Nothing was written. Drop it (DROP TABLE {schema}.{name}) and re-materialise every partition."
         )
-
-
-class _AtomicDuckDbClient(DuckDbClient):
-    @staticmethod
-    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
-        """Deliberately nothing: the handler deletes inside the same transaction as its insert."""
-
-    @staticmethod
-    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
-        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table_slice.schema)}")
-
-    @staticmethod
-    @contextmanager
-    def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(context.resource_config["database"])
-        try:
-            yield conn
-        finally:
-            conn.close()
 
 
 def _hold_for_run(database: str, context: dg.InitResourceContext) -> None:
@@ -503,6 +540,68 @@ def _report_dead_holder(database: str, previous: dict, context: dg.InitResourceC
     context.log.warning(message)
 
 
+class DuckDBDatabase(Database):
+    """Every table in one DuckDB file. A run holds the file from start to end (run_lock.py): one
+    writing process at a time, each write one transaction."""
+
+    database: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _hold_for_run(self.database, context)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        _release_for_run(self.database)
+
+    def location(self) -> str:
+        return self.database
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        return connect(self.database)
+
+    def replace_days(self, schema, table, rows, days, day_column="date", run_id=None) -> Written:
+        where, params = days_filter(days, day_column)
+        with self.connect() as conn:
+            return replace_rows(conn, schema, table, rows, where, params, days=days or None, day_column=day_column,
+                                run_id=run_id)
+
+    def replace_each(self, conn, replacements, failure) -> None:
+        """All of them in one transaction."""
+        with transaction(conn, failure):
+            for r in replacements:
+                qualified = f"{quote(r.schema)}.{quote(r.table)}"
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(r.schema)}")
+                if r.column is None:
+                    conn.execute(f"CREATE OR REPLACE TABLE {qualified} AS {r.select}", list(r.params))
+                    continue
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM ({r.select}) LIMIT 0", list(r.params))
+                conn.execute(f"DELETE FROM {qualified} WHERE {quote(r.column)} = ?", [r.value])
+                conn.execute(f"INSERT INTO {qualified} BY NAME {r.select}", list(r.params))
+
+    def add_new_rows(self, schema, table, rows, key) -> int:
+        with self.connect() as conn:
+            return add_new_rows(conn, schema, table, rows, key)
+
+    def define_view(self, schema, name, sql) -> None:
+        with self.connect() as conn:
+            _refuse_table_where_view_goes(conn, schema, name)
+            conn.execute(f"CREATE OR REPLACE VIEW {quote(schema)}.{quote(name)} AS {sql}")
+
+
+class _AtomicDuckDbClient(DuckDbClient):
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        """Deliberately nothing: the handler deletes inside the same transaction as its insert."""
+
+    @staticmethod
+    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
+        """Nothing: a write creates its schema in its own transaction."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[Database]:
+        yield DuckDBDatabase(database=context.resource_config["database"])
+
+
 class DuckDBPolarsIOManager(DuckDBIOManager):
     """Polars frames in DuckDB tables named schema.table after the asset key (bronze/news -> bronze.news)."""
 
@@ -529,24 +628,3 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
             default_load_type=self.default_load_type(),
             io_manager_name="DuckDBPolarsIOManager",
         )
-
-
-class DuckDBDatabase(dg.ConfigurableResource):
-    """Direct access to the pipeline's DuckDB file, for tables that are not asset outputs (rejects,
-    caches, partition records) and for checks. Holds the file for the run, like the IO manager."""
-
-    database: str
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _hold_for_run(self.database, context)
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        _release_for_run(self.database)
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = connect(self.database)
-        try:
-            yield conn
-        finally:
-            conn.close()

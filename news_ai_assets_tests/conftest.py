@@ -29,7 +29,7 @@ def pipeline_resources(database: Path, mind_dir: Path) -> dict:
     """The resources of definitions.py, pointed at a temporary DuckDB file and a MIND folder."""
     return {
         "io_manager": DuckDBPolarsIOManager(database=str(database)),
-        "duckdb_database": DuckDBDatabase(database=str(database)),
+        "database": DuckDBDatabase(database=str(database)),
         "mind": MindSource(mind_dir=str(mind_dir), sample_dir=str(database.parent / "unused_sample")),
         "embedding_model": EmbeddingModel(device="cpu"),
     }

@@ -64,7 +64,7 @@ def test_a_waiting_storage_resource_holds_back_until_the_run_before_it_ends(tmp_
     )
     assert holder.stdout.readline().strip() == "held"
     started = time.monotonic()
-    with dg.build_resources({"duckdb_database": DuckDBDatabase(database=str(db))}):
+    with dg.build_resources({"database": DuckDBDatabase(database=str(db))}):
         waited = time.monotonic() - started
         record = json.loads(run_lock.lock_path(db).read_text())
     holder.wait()

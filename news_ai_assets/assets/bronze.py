@@ -15,14 +15,14 @@ from news_ai_assets.compute.bronze import news_for_days
 from news_ai_assets.mind.reader import BEHAVIOR_DESCRIPTIONS, NEWS_DESCRIPTIONS, SPLITS, MindInputError, SplitDir
 from news_ai_assets.resources import MindSource
 from news_ai_assets.staging import stage, staged_splits
-from news_ai_assets.storage import DuckDBDatabase, add_new_rows
+from news_ai_assets.storage import Database
 from news_ai_assets.tables import DayRows, StoredDays
 
 BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
 NEWS = dg.AssetKey(["bronze", "news"])
 
 
-def _split_dirs(context: dg.AssetExecutionContext, mind: MindSource, database: DuckDBDatabase) -> list[SplitDir]:
+def _split_dirs(context: dg.AssetExecutionContext, mind: MindSource, database: Database) -> list[SplitDir]:
     """The configured split folders, refusing to go on when a split read before has gone missing:
     re-materialising its days would replace them with nothing."""
     splits = mind.split_dirs(context.log)
@@ -39,10 +39,10 @@ def _split_dirs(context: dg.AssetExecutionContext, mind: MindSource, database: D
     return splits
 
 
-def _stage(context: dg.AssetExecutionContext, database: DuckDBDatabase, kind: str, splits: list[SplitDir]):
+def _stage(context: dg.AssetExecutionContext, database: Database, kind: str, splits: list[SplitDir]):
     """Stages the splits' `kind` files; returns them and the run's metadata about them."""
     with timed(context, f"run_stage_{kind}") as timing, database.connect() as conn:
-        staged = [stage(conn, kind, split, context.log) for split in splits]
+        staged = [stage(database, conn, kind, split, context.log) for split in splits]
     rejected = sum(s.rejects for s in staged)
     if rejected:
         context.log.warning(f"{rejected} malformed {kind} lines rejected; see bronze.rejects")
@@ -60,14 +60,14 @@ def _in(files: list[str]) -> str:
 
 
 @dg.asset(key=BEHAVIORS, group_name="bronze", kinds={"duckdb", "polars"}, **PARTITIONED_TABLE)
-def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, duckdb_database: DuckDBDatabase) -> DayRows:
+def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, database: Database) -> DayRows:
     """One row per impression of the day, from every configured MIND split; bad lines go to bronze.rejects."""
-    staged, source = _stage(context, duckdb_database, "behaviors", _split_dirs(context, mind, duckdb_database))
+    staged, source = _stage(context, database, "behaviors", _split_dirs(context, mind, database))
     run_metadata(context, source)
     files = [s.source_file for s in staged]
 
     def days():
-        with duckdb_database.connect() as conn:
+        with database.connect() as conn:
             for day in partition_days(context):
                 rows = conn.sql(
                     f"SELECT * EXCLUDE (source_file) FROM bronze.staged_behaviors WHERE {_in(files)} AND date = ? "
@@ -102,15 +102,15 @@ NEWS_VIEW = (  # each day's articles, every version of an article stored once in
     **stored_as("news_days", NEWS_VIEW),
 )
 def bronze_news(
-    context: dg.AssetExecutionContext, behaviors: StoredDays, mind: MindSource, duckdb_database: DuckDBDatabase
+    context: dg.AssetExecutionContext, behaviors: StoredDays, mind: MindSource, database: Database
 ) -> DayRows:
     """Every article the day's impressions show or its histories list, from the union of news.tsv
     (the same id is the same article; the earliest split's line wins). A day stores which article
     versions it holds; each version's text and entities are stored once, in bronze.articles."""
-    staged, source = _stage(context, duckdb_database, "news", _split_dirs(context, mind, duckdb_database))
+    staged, source = _stage(context, database, "news", _split_dirs(context, mind, database))
     files = [s.source_file for s in staged]
     rank = " ".join(f"WHEN '{split}' THEN {i}" for i, split in enumerate(SPLITS))
-    with duckdb_database.connect() as conn:
+    with database.connect() as conn:
         news = conn.sql(
             f"SELECT n.* EXCLUDE (source_file) FROM bronze.staged_news n JOIN bronze.staged_files f "
             f"ON f.kind = 'news' AND f.source_file = n.source_file WHERE n.{_in(files)} "
@@ -122,8 +122,7 @@ def bronze_news(
     def days():
         for day in partition_days(context):
             day_news, missing = news_for_days(news, behaviors.read(day))
-            with duckdb_database.connect() as conn:
-                added = add_new_rows(conn, "bronze", "articles", day_news.drop("date"), "article_key")
+            added = database.add_new_rows("bronze", "articles", day_news.drop("date"), "article_key")
             if missing.height:
                 context.log.warning(
                     f"{day}: {missing.height} referenced news ids are absent from news.tsv; they are counted in "

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from news_ai_assets.dagster_internals import check_evaluations
 from news_ai_assets.settings import SETTINGS, daily_partitions
-from news_ai_assets.storage import DuckDBDatabase, quote
+from news_ai_assets.storage import Database, quote
 
 # Dagster features we rely on knowingly, whose "beta"/"preview" notices would otherwise print on
 # every command: per-partition asset checks, lookback windows that start before the first
@@ -37,7 +37,7 @@ warnings.filterwarnings("ignore", message=".*Parameter `include_sources` of func
 
 PARTITIONED_TABLE = dict(
     partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=SETTINGS.backfill_policy,
     metadata={"partition_expr": "date"},
 )
 
@@ -113,7 +113,7 @@ def day_metadata(context: dg.AssetExecutionContext, day: dt.date, metadata: Mapp
     context.add_asset_metadata({"partition": str(day), **metadata}, partition_key=day.isoformat())
 
 
-def require_lookback_before_start_empty(context: dg.AssetExecutionContext, database: DuckDBDatabase) -> None:
+def require_lookback_before_start_empty(context: dg.AssetExecutionContext, database: Database) -> None:
     """Fails when a lookback window reaches before the first partition into days the raw files
     hold: no partition can store those days, so the window would silently be short."""
     days = partition_days(context)
@@ -163,8 +163,8 @@ def sql_checks(asset: dg.AssetKey, checks: list[SqlCheck]) -> dg.AssetChecksDefi
                                partitions_def=daily_partitions) for c in checks]
 
     @dg.multi_asset_check(specs=specs, name=f"{'__'.join(asset.path)}_checks")
-    def evaluate(context: dg.AssetCheckExecutionContext, duckdb_database: DuckDBDatabase):
-        with duckdb_database.connect() as conn:
+    def evaluate(context: dg.AssetCheckExecutionContext, database: Database):
+        with database.connect() as conn:
             for check in checks:
                 sql = check.query(conn) if callable(check.query) else check.query
                 results = {}

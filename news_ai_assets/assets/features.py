@@ -13,7 +13,7 @@ from news_ai_assets.assets.common import (
     require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
-    EMBEDDING_DESCRIPTIONS, article_texts, cached_hashes, ensure_cache, store_vectors,
+    CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,
 )
 from news_ai_assets.compute.interactions import INTERACTION_DESCRIPTIONS, interactions_from_behaviors
 from news_ai_assets.compute.news_features import NEWS_FEATURE_DESCRIPTIONS
@@ -25,7 +25,7 @@ from news_ai_assets.compute.user_features import (
 )
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import DuckDBDatabase, add_new_rows, missing_keys
+from news_ai_assets.storage import Database
 from news_ai_assets.tables import DayRows, StoredDays
 
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
@@ -120,14 +120,14 @@ def candidate_stats(context: dg.AssetExecutionContext, interactions: StoredDays)
     **PARTITIONED_TABLE,
 )
 def user_features(
-    context: dg.AssetExecutionContext, behaviors: StoredDays, news: StoredDays, duckdb_database: DuckDBDatabase,
+    context: dg.AssetExecutionContext, behaviors: StoredDays, news: StoredDays, database: Database,
 ) -> DayRows:
     """Per user active on D, as of the start of D: the W days before D plus the history list, never D's labels.
 
     Every day of the window was checked when the inputs loaded (the IO manager refuses a day never
     materialised); days before the first partition must hold no raw impressions.
     """
-    require_lookback_before_start_empty(context, duckdb_database)
+    require_lookback_before_start_empty(context, database)
 
     def compute(day: dt.date) -> pl.DataFrame:
         first = day - dt.timedelta(days=SETTINGS.lookback_days)
@@ -160,7 +160,7 @@ NEWS_FEATURES_VIEW = (  # each day's articles with the statistics of their versi
     ins={"news": dg.AssetIn(NEWS)},
     **stored_as("news_feature_days", NEWS_FEATURES_VIEW),
 )
-def news_features(context: dg.AssetExecutionContext, news: StoredDays, duckdb_database: DuckDBDatabase) -> DayRows:
+def news_features(context: dg.AssetExecutionContext, news: StoredDays, database: Database) -> DayRows:
     """Category, text statistics and entity counts per article of bronze/news[D]. A version of an
     article gets its statistics once, ever, in features.article_features; a day stores its articles."""
     run_metadata(context, {})
@@ -169,12 +169,10 @@ def news_features(context: dg.AssetExecutionContext, news: StoredDays, duckdb_da
         for day in partition_days(context):
             with timed(context, "compute") as timing:
                 articles = news.read(day)
-                with duckdb_database.connect() as conn:
-                    new = articles.filter(pl.col("article_key").is_in(
-                        missing_keys(conn, "features", "article_features", "article_key", articles.get_column("article_key")).implode()
-                    )).unique("article_key")
-                    add_new_rows(conn, "features", "article_features",
-                                 compute_news_features(new).drop("date", "news_id", "category", "subcategory"), "article_key")
+                missing = database.missing_keys("features", "article_features", articles.select("article_key"))
+                new = articles.join(missing, on="article_key", how="semi").unique("article_key")
+                database.add_new_rows("features", "article_features",
+                                      compute_news_features(new).drop("date", "news_id", "category", "subcategory"), "article_key")
             shown = compute_news_features(articles.head(5)).drop("article_key")
             day_metadata(context, day, {"articles": articles.height, "statistics_computed_here": new.height, **timing,
                                         "preview": preview(shown)})
@@ -202,7 +200,7 @@ def text_embeddings(
     context: dg.AssetExecutionContext,
     news: StoredDays,
     embedding_model: EmbeddingModel,
-    duckdb_database: DuckDBDatabase,
+    database: Database,
 ) -> DayRows:
     """One L2-normalised vector per article of bronze/news[D]. Texts never embedded before are encoded
     first, all of the run's in one pass, into the content-addressed cache, which holds every vector
@@ -210,27 +208,27 @@ def text_embeddings(
     key = embedding_model.spec.cache_key
     texts = article_texts(news.scan().unique("news_id").collect(), embedding_model.text_fields)
     hashes = texts.get_column("text_hash")
-    with duckdb_database.connect() as conn:
-        ensure_cache(conn)
-        known = cached_hashes(conn, key, hashes)
-        todo = texts.unique("text_hash", keep="first").join(known, on="text_hash", how="anti").sort("text_hash")
-        context.log.info(f"{hashes.n_unique()} distinct texts: {known.height} cached, {todo.height} to embed")
-        encoder, seconds = None, 0.0
-        if todo.height:
-            encoder = embedding_model.encoder(context.log)
-            started = time.perf_counter()
+    wanted = texts.unique("text_hash", keep="first").with_columns(pl.lit(key).alias("cache_key"))
+    todo = wanted.join(database.missing_keys(*CACHE_TABLE, wanted.select(CACHE_KEY)), on=CACHE_KEY, how="semi")
+    todo = todo.sort("text_hash")
+    context.log.info(f"{hashes.n_unique()} distinct texts: {wanted.height - todo.height} cached, {todo.height} to embed")
+    encoder, seconds = None, 0.0
+    if todo.height:
+        encoder = embedding_model.encoder(context.log)
+        started = time.perf_counter()
 
-            def progress(done: int, total: int) -> None:
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                context.log.info(f"embedded {done}/{total} texts ({rate:.0f} texts/s)")
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            context.log.info(f"embedded {done}/{total} texts ({rate:.0f} texts/s)")
 
-            todo_hashes, stored = todo.get_column("text_hash").to_list(), 0
-            for vectors in encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress):
-                store_vectors(conn, key, todo_hashes[stored : stored + len(vectors)], vectors)
-                stored += len(vectors)
-            seconds = time.perf_counter() - started
-        dimension = conn.execute("SELECT max(len(embedding)) FROM features.embedding_cache WHERE cache_key = ?",
-                                 [key]).fetchall()[0][0]
+        todo_hashes, stored = todo.get_column("text_hash").to_list(), 0
+        for vectors in encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress):
+            database.add_new_rows(*CACHE_TABLE, cache_rows(key, todo_hashes[stored : stored + len(vectors)], vectors),
+                                  CACHE_KEY)
+            stored += len(vectors)
+        seconds = time.perf_counter() - started
+    with database.connect() as conn:
+        dimension = embedding_dimension(conn, key)
     embedded_now = set(todo.get_column("text_hash"))
 
     def compute(day: dt.date) -> pl.DataFrame:

@@ -23,7 +23,7 @@ from news_ai_assets.compute.silver import (
     CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
 )
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import DuckDBDatabase
+from news_ai_assets.storage import Database
 from news_ai_assets.tables import DayRows, StoredDays
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
@@ -64,14 +64,14 @@ def training_examples(
     text_embeddings: StoredDays,
     behaviors: StoredDays,
     news: StoredDays,
-    duckdb_database: DuckDBDatabase,
+    database: Database,
 ) -> DayRows:
     """One row per candidate shown on D: label, user features as of D, news features, cross features.
 
     Computed and written a day at a time, in chunks of impressions, so a MIND-large day (~14 M rows)
     stays within a few GiB and a range run holds one day.
     """
-    require_lookback_before_start_empty(context, duckdb_database)
+    require_lookback_before_start_empty(context, database)
     run_metadata(context, {})
     days = partition_days(context)
 

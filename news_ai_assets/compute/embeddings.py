@@ -1,6 +1,6 @@
 """Content-addressed embedding cache: a text is embedded once per model setting, ever.
 
-The cache lives in the pipeline's DuckDB file (features.embedding_cache), keyed by the
+The cache is a stored table (features.embedding_cache) that only grows, keyed by the
 encoder's cache key (model, backend, precision, truncation) and the SHA-256 of the text.
 """
 
@@ -12,7 +12,8 @@ import polars as pl
 
 from news_ai_assets.compute.news_features import combined_text
 
-CACHE_SCHEMA, CACHE_TABLE = "features", "embedding_cache"
+CACHE_TABLE = ("features", "embedding_cache")
+CACHE_KEY = ["cache_key", "text_hash"]
 EMBEDDING_DESCRIPTIONS = {
     "date": "The partition: day D, whose impressions show or list the article.",
     "news_id": "MIND article id.",
@@ -32,37 +33,18 @@ def article_texts(news: pl.DataFrame, text_fields: str = "title_abstract") -> pl
     return texts.with_columns(pl.Series("text_hash", hashes, dtype=pl.String))
 
 
-def ensure_cache(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {CACHE_SCHEMA}")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CACHE_SCHEMA}.{CACHE_TABLE} "
-        "(cache_key VARCHAR NOT NULL, text_hash VARCHAR NOT NULL, embedding FLOAT[] NOT NULL, "
-        "PRIMARY KEY (cache_key, text_hash))"
+def cache_rows(cache_key: str, hashes: list[str], vectors: np.ndarray) -> pl.DataFrame:
+    """Rows of the cache for `vectors` (one per hash), embedded with the setting `cache_key`."""
+    return pl.DataFrame(
+        {"cache_key": [cache_key] * len(hashes), "text_hash": hashes, "embedding": vectors.tolist()},
+        schema={"cache_key": pl.String, "text_hash": pl.String, "embedding": pl.List(pl.Float32)},
     )
 
 
-def cached_hashes(conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: pl.Series) -> pl.DataFrame:
-    """text_hash of those of `hashes` already embedded with this setting."""
-    conn.register("wanted_hashes", pl.DataFrame({"text_hash": hashes.unique()}).to_arrow())
+def embedding_dimension(conn: duckdb.DuckDBPyConnection, cache_key: str) -> int:
+    """The length of the cached vectors of this setting (0 when none is cached)."""
     try:
-        return conn.sql(
-            f"SELECT c.text_hash FROM {CACHE_SCHEMA}.{CACHE_TABLE} c JOIN wanted_hashes w USING (text_hash) "
-            "WHERE c.cache_key = $key ORDER BY c.text_hash",
-            params={"key": cache_key},
-        ).pl()
-    finally:
-        conn.unregister("wanted_hashes")
-
-
-def store_vectors(conn: duckdb.DuckDBPyConnection, cache_key: str, hashes: list[str], vectors: np.ndarray) -> None:
-    """Adds vectors to the cache (one transaction); hashes already cached are left as they are."""
-    rows = pl.DataFrame({"text_hash": hashes, "embedding": vectors.tolist()}, schema_overrides={"embedding": pl.List(pl.Float32)})
-    conn.register("new_vectors", rows.to_arrow())
-    try:
-        conn.execute(
-            f"INSERT INTO {CACHE_SCHEMA}.{CACHE_TABLE} SELECT $key, text_hash, embedding FROM new_vectors "
-            "ON CONFLICT DO NOTHING",
-            {"key": cache_key},
-        )
-    finally:
-        conn.unregister("new_vectors")
+        return conn.execute(f"SELECT coalesce(max(len(embedding)), 0) FROM {'.'.join(CACHE_TABLE)} WHERE cache_key = ?",
+                            [cache_key]).fetchall()[0][0]
+    except duckdb.CatalogException:
+        return 0

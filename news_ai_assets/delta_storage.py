@@ -1,0 +1,276 @@
+"""Delta Lake storage: the same tables as Delta tables in a folder or bucket, written by many runs at once.
+
+Each table lives at `<uri>/<schema>/<table>` (bronze/behaviors at `<uri>/bronze/behaviors`), partitioned
+by `date` where it has days. A partition is replaced by one predicate overwrite, one Delta commit:
+readers see the previous rows or the new ones, never a mix, and a writer killed before its commit
+leaves the previous rows (its unreferenced files are ignored). Runs of different days replace their
+partitions of one table at once; two runs replacing the same day conflict, and Delta commits one
+of them and fails the other (StorageWriteError says so). Tables that only grow (article versions,
+their statistics, the embedding cache) take new keys with an insert-only MERGE that is retried on
+conflict, so concurrent runs never store a key twice. Each partition write is recorded in
+meta.partition_writes right after its commit; a run killed between the two leaves a day whose
+rows and record disagree, which the next run that reads the day refuses, naming the day.
+
+Reads: a connection is an in-memory DuckDB in which each table of meta.catalog is a view over its
+current Delta snapshot (Arrow dataset: filters and columns reach the Parquet files), and the
+asset views (bronze.news, the wide silver table, ...) are defined over them as in the DuckDB file.
+
+Credentials and endpoint come from the environment, as delta-rs reads them (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_CONDITIONAL_PUT=etag).
+"""
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pyarrow as pa
+from dagster_deltalake.io_manager import DeltaLakeDbClient
+from dagster_deltalake_polars import DeltaLakePolarsIOManager
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from news_ai_assets.dagster_internals import DbIOManager, DbTypeHandler
+from news_ai_assets.duckdb_config import open_duckdb
+from news_ai_assets.storage import (
+    LEDGER, Database, PolarsPartitionHandler, Replacement, StorageWriteError, Written, quote,
+)
+from news_ai_assets.tables import Rows
+
+CATALOG = ("meta", "catalog")
+RETRIES = 30  # conflicting commits of appends and merges: each retry reads the new snapshot
+
+
+def table_uri(root: str, schema: str, table: str) -> str:
+    """Where schema.table lives under the root URI (a folder, file:// or s3://bucket/prefix)."""
+    return f"{root.rstrip('/')}/{schema}/{table}"
+
+
+def _literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _arrow(rows: Rows | pl.DataFrame) -> pa.Table | pa.RecordBatchReader:
+    return rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
+
+
+def _retried(action: Callable[[], object], what: str) -> object:
+    """Runs `action` until it commits: a conflict means another run committed first, and the
+    action (an append or a keyed insert) is correct on the new snapshot too."""
+    for attempt in range(RETRIES):
+        try:
+            return action()
+        except CommitFailedError:
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    raise StorageWriteError(f"{what}: {RETRIES} commits in a row conflicted with other runs; nothing was written")
+
+
+class DeltaDatabase(Database):
+    """Every table as a Delta table under `uri`: a local folder, `file://...` or `s3://bucket/prefix`."""
+
+    uri: str
+    storage_options: dict[str, str] = {}
+
+    def location(self) -> str:
+        return self.uri
+
+    def _table(self, schema: str, table: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(table_uri(self.uri, schema, table), storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
+
+    # Reads
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        conn = open_duckdb()
+        catalog = self._table(*CATALOG)
+        entries = catalog.to_pyarrow_table().to_pylist() if catalog else []
+        views = []
+        for entry in sorted(entries, key=lambda e: e["name"]):
+            schema, name = entry["name"].split(".")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            if entry["kind"] == "view":
+                views.append((schema, name, entry["sql"]))
+                continue
+            stored = self._table(schema, name)
+            if stored is None:  # registered, first write still under way
+                continue
+            conn.register(f"delta__{schema}__{name}", stored.to_pyarrow_dataset())
+            conn.execute(f"CREATE VIEW {quote(schema)}.{quote(name)} AS SELECT * FROM {quote(f'delta__{schema}__{name}')}")
+        while views:  # a view may read another: define them in the order their inputs allow
+            pending = []
+            for schema, name, sql in views:
+                try:
+                    conn.execute(f"CREATE VIEW {quote(schema)}.{quote(name)} AS {sql}")
+                except duckdb.CatalogException:
+                    pending.append((schema, name, sql))
+            if len(pending) == len(views):
+                break  # inputs never written yet: those views are absent, as in a new DuckDB file
+            views = pending
+        return conn
+
+    # The catalog: which tables and views exist, read by every connection
+
+    def _register(self, schema: str, name: str, kind: str, sql: str | None = None) -> None:
+        """Adds schema.name to meta.catalog (or its new SQL), before anything of it is written."""
+        key = f"{schema}.{name}"
+        catalog = self._table(*CATALOG)
+        if catalog is not None:
+            known = {e["name"]: e["sql"] for e in catalog.to_pyarrow_table().to_pylist()}
+            if key in known and known[key] == sql:
+                return
+        entry = pa.table({"name": [key], "kind": [kind], "sql": pa.array([sql], pa.string())})
+        self._ensure(*CATALOG, entry.schema)
+
+        def upsert():
+            (self._table(*CATALOG).merge(entry, predicate="t.name = s.name", source_alias="s", target_alias="t")
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+
+        _retried(upsert, f"registering {key} in meta.catalog")
+
+    def _ensure(self, schema: str, table: str, arrow_schema: pa.Schema, partition_by: list[str] | None = None) -> str:
+        """Creates schema.table, empty, when it does not exist; returns its URI."""
+        uri = table_uri(self.uri, schema, table)
+        if self._table(schema, table) is None:
+            if (schema, table) != CATALOG:
+                self._register(schema, table, "table")
+            empty = pa.Table.from_batches([], arrow_schema)
+
+            def create():
+                if self._table(schema, table) is None:
+                    write_deltalake(uri, empty, mode="append", partition_by=partition_by,
+                                    storage_options=self.storage_options or None)
+
+            _retried(create, f"creating {schema}.{table}")
+        return uri
+
+    # Writes
+
+    def replace_days(self, schema, table, rows, days, day_column="date", run_id=None) -> Written:
+        data = _arrow(rows)
+        uri = self._ensure(schema, table, data.schema, [day_column] if days else None)
+        predicate = (f"{day_column} >= {_literal(min(days))} AND {day_column} < {_literal(max(days) + dt.timedelta(days=1))}"
+                     if days else None)
+        before = set(self._table(schema, table).schema().to_arrow().names)
+        try:
+            write_deltalake(uri, data, mode="overwrite", predicate=predicate, schema_mode="merge",
+                            storage_options=self.storage_options or None)
+        except CommitFailedError as err:
+            raise StorageWriteError(
+                f"Another run replaced {schema}.{table} for {', '.join(str(d) for d in days or [])} while this one was "
+                f"writing it; this write was not committed, and the table holds the other run's rows. Run the "
+                f"partition again if it should be this run's. Delta said: {err}"
+            ) from err
+        except DeltaError as err:
+            raise StorageWriteError(f"writing {schema}.{table} failed, so its previous rows are kept. {err}") from err
+        after = self._table(schema, table)
+        changed = sorted(set(after.schema().to_arrow().names) - before)
+        by_day = self._count_days(after, days or [], day_column)
+        if days:
+            self._record(schema, table, by_day, run_id)
+        return Written(changed, sum(by_day.values()) if days else after.to_pyarrow_dataset().count_rows(), by_day)
+
+    @staticmethod
+    def _count_days(stored: DeltaTable, days: Sequence[dt.date], day_column: str) -> dict[dt.date, int]:
+        if not days:
+            return {}
+        with open_duckdb() as conn:
+            conn.register("stored", stored.to_pyarrow_dataset())
+            counted = dict(conn.execute(
+                f"SELECT {quote(day_column)}::DATE, count(*) FROM stored WHERE {quote(day_column)} BETWEEN ? AND ? GROUP BY 1",
+                [min(days), max(days)],
+            ).fetchall())
+        return {day: counted.get(day, 0) for day in days}
+
+    def _record(self, schema: str, table: str, by_day: dict[dt.date, int], run_id: str | None) -> None:
+        """Appends the days written to meta.partition_writes (appends never conflict with each other)."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        records = pa.table({
+            "write_id": pa.array([time.time_ns() + i for i in range(len(by_day))], pa.int64()),
+            "table_name": [f"{schema}.{table}"] * len(by_day),
+            "date": pa.array(list(by_day), pa.date32()),
+            "row_count": pa.array(list(by_day.values()), pa.int64()),
+            "written_at": pa.array([now] * len(by_day), pa.timestamp("us")),
+            "run_id": pa.array([run_id] * len(by_day), pa.string()),
+        })
+        uri = self._ensure(*LEDGER.split("."), records.schema)
+        _retried(lambda: write_deltalake(uri, records, mode="append", storage_options=self.storage_options or None),
+                 f"recording the partitions of {schema}.{table} written")
+
+    def replace_each(self, conn, replacements: Sequence[Replacement], failure: str) -> None:
+        """One commit each, in order (Delta has no transaction across tables), each retried when a
+        concurrent run committed first: a replacement is the same rows whoever writes it."""
+        for r in replacements:
+            rows = conn.execute(r.select, list(r.params)).arrow()
+            if r.column is None:
+                uri = table_uri(self.uri, r.schema, r.table)
+                self._register(r.schema, r.table, "table")
+                _retried(lambda: write_deltalake(uri, rows, mode="overwrite", schema_mode="overwrite",
+                                                 storage_options=self.storage_options or None), failure)
+                continue
+            uri = self._ensure(r.schema, r.table, rows.schema, [r.column])
+            predicate = f"{r.column} = {_literal(r.value)}"
+            _retried(lambda: write_deltalake(uri, rows, mode="overwrite", predicate=predicate, schema_mode="merge",
+                                             storage_options=self.storage_options or None), failure)
+
+    def add_new_rows(self, schema, table, rows, key) -> int:
+        keys = [key] if isinstance(key, str) else list(key)
+        source = rows.unique(keys, keep="first", maintain_order=True).to_arrow()
+        self._ensure(schema, table, source.schema)
+        on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
+
+        def insert():
+            return (self._table(schema, table).merge(source, predicate=on, source_alias="s", target_alias="t")
+                    .when_not_matched_insert_all().execute())
+
+        return _retried(insert, f"adding rows to {schema}.{table}")["num_target_rows_inserted"]
+
+    def define_view(self, schema, name, sql) -> None:
+        self._register(schema, name, "view", sql)
+
+
+class _DeltaClient(DeltaLakeDbClient):
+    """dagster-deltalake's client, handing the handler the Delta database its root URI names."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[Database]:
+        with DeltaLakeDbClient.connect(context, table_slice) as table:
+            options = {k: v for k, v in table.storage_options.items() if k != "provider"}
+            yield DeltaDatabase(uri=context.resource_config["root_uri"].rstrip("/"), storage_options=options)
+
+
+class DeltaPolarsIOManager(DeltaLakePolarsIOManager):
+    """dagster-deltalake-polars' IO manager (its configuration: root_uri, storage_options), with the
+    pipeline's partition handler. The stock handler is replaced because it loses data: when opening
+    the existing table fails for any reason (a network error, say) it overwrites the whole table
+    with the one partition being written, and it keeps no record of the partitions written."""
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [PolarsPartitionHandler()]
+
+    @staticmethod
+    def default_load_type() -> type:
+        return pl.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=_DeltaClient(),
+            database="deltalake",
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DeltaPolarsIOManager",
+        )
+
+
+def normalised_uri(raw: str) -> str:
+    """A local folder as an absolute path; file:// and s3:// URIs as given."""
+    return raw.rstrip("/") if "://" in raw else str(Path(raw).expanduser().absolute())
