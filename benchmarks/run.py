@@ -13,6 +13,8 @@ time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from
    run: everything from the raw files to silver except the inference.
 4. daily: a third fresh file, the first day as one run, then the next day (the daily path: one new
    day after the first, which embeds only that day's new texts).
+With --storage delta, also: the no-inference graph on Delta tables as a backfill run by Dagster's
+   daemon, one run per day, with at most 1 and then 2 runs at once (delta_backfill_1, _2).
 5. floor: benchmarks/sql_floor.py over the same raw files (plain DuckDB SQL, no Dagster), and the
    ratio of no_inference_run to it.
 6. baseline: the per-row pandas loops we replace against our functions, on a whole day's users
@@ -36,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FIRST, LAST = "2019-11-09", "2019-11-22"
+RUNS = ("generate", "one_run", "no_inference_run", "delta_backfill_1", "delta_backfill_2", "daily_first_day",
+        "daily_next_day", "floor")
 GIB = 1024
 # The targets of the issue these figures answer (seconds, MiB), per scale.
 TARGETS = {
@@ -111,6 +115,70 @@ class Home:
         return round(sum(p.stat().st_size for p in self.root.glob("bench.duckdb*") if p.is_file()) / 2**20, 1)
 
 
+class DeltaHome(Home):
+    """A fresh DAGSTER_HOME (at most `concurrent` runs at once) and Delta tables in a folder, for a
+    backfill that Dagster's daemon runs one run per day, as on many machines."""
+
+    def __init__(self, work: Path, name: str, base_env: dict, concurrent: int):
+        super().__init__(work, name, base_env)
+        self.uri = self.root / "delta"
+        self.env.update(NEWS_AI_STORAGE="delta", NEWS_AI_DELTA_URI=str(self.uri))
+        config = (self.home / "dagster.yaml").read_text().replace("max_concurrent_runs: 4", f"max_concurrent_runs: {concurrent}")
+        (self.home / "dagster.yaml").write_text(config)
+
+    def backfill(self, log: Path) -> dict:
+        """The whole range as a backfill; wall time from launch to the last run's end, CPU time and
+        peak RSS summed over the daemon's process tree (the runs are its grandchildren), sampled."""
+        import dagster as dg
+        import psutil
+
+        with open(log, "ab") as out:
+            daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m",
+                                       "news_ai_assets.definitions"], cwd=ROOT, env=self.env, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        started, peak, cpu = time.perf_counter(), 0.0, {}
+        try:
+            launched = subprocess.run([sys.executable, "-m", "news_ai_assets.backfill"], cwd=ROOT, env=self.env,
+                                      capture_output=True, text=True, check=True)
+            backfill_id = launched.stdout.split()[1].rstrip(":")
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                while instance.get_backfill(backfill_id).status.value in ("REQUESTED", "FAILING", "CANCELING"):
+                    tree = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children(recursive=True)]
+                    rss = 0
+                    for process in tree:
+                        try:
+                            rss += process.memory_info().rss
+                            times = process.cpu_times()
+                            cpu[process.pid] = times.user + times.system
+                        except psutil.NoSuchProcess:
+                            pass
+                    peak = max(peak, rss / 2**20)
+                    time.sleep(0.5)
+                status = instance.get_backfill(backfill_id).status.value
+                runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(60)
+        wall = time.perf_counter() - started
+        if status != "COMPLETED_SUCCESS":
+            raise SystemExit(f"the delta backfill ended {status}; see {log} and {self.home}")
+        spans = [(r.start_time, r.end_time) for r in runs]
+        return {"wall_s": round(wall, 2), "cpu_s": round(sum(cpu.values()), 1), "peak_rss_mib": round(peak, 1),
+                "runs": len(runs), "max_runs_in_flight": max(sum(a <= t < b for a, b in spans) for t, _ in spans),
+                "database_mib": round(sum(p.stat().st_size for p in self.uri.rglob("*") if p.is_file()) / 2**20, 1)}
+
+
+def copy_embedding_cache_to_delta(source: Path, uri: Path) -> None:
+    """Seeds Delta tables with a DuckDB file's embedding cache, and nothing else."""
+    from news_ai_assets.compute.embeddings import CACHE_KEY, CACHE_TABLE
+    from news_ai_assets.delta_storage import DeltaDatabase
+    from news_ai_assets.storage import connect
+
+    with connect(source, read_only=True) as conn:
+        cache = conn.sql(f"SELECT * FROM {'.'.join(CACHE_TABLE)}").pl()
+    DeltaDatabase(uri=str(uri)).add_new_rows(*CACHE_TABLE, cache, CACHE_KEY)
+
+
 def copy_embedding_cache(source: Path, target: Path) -> None:
     """Seeds a fresh database with another's embedding cache, and nothing else."""
     from news_ai_assets.storage import connect
@@ -179,11 +247,18 @@ def markdown(results: dict) -> str:
              f"Data: {results['data']}; embeddings {results['embedding_option']}; whole benchmark "
              f"{results['benchmark_wall_s'] / 60:.1f} min.", "",
              "| run | wall s | CPU s | peak RSS MiB | database MiB |", "|---|---|---|---|---|"]
-    for name in ("generate", "one_run", "no_inference_run", "daily_first_day", "daily_next_day", "floor"):
+    for name in RUNS:
         if name in results:
             r, t = results[name], targets.get(name, {})
             lines.append(f"| {name} | {r['wall_s']}{_target_note(r['wall_s'], t.get('wall_s'))} | {r['cpu_s']} | "
                          f"{r['peak_rss_mib']}{_target_note(r['peak_rss_mib'], t.get('peak_rss_mib'))} | {r.get('database_mib', '')} |")
+    if "delta_backfill_1" in results:
+        lines += ["", "delta_backfill_N: the no-inference graph on Delta tables (local folder), as a backfill that "
+                  "Dagster's daemon runs one run per day with at most N at once (runs: "
+                  + ", ".join(f"{results[n]['runs']} with up to {results[n]['max_runs_in_flight']} in flight"
+                              for n in ("delta_backfill_1", "delta_backfill_2") if n in results)
+                  + "); CPU and peak RSS summed over the daemon and its runs (sampled every 0.5 s); "
+                  "database MiB: the Delta folder (no_inference_run: the DuckDB file)."]
     if "floor" in results:
         f = results["floor"]
         lines += ["", f"SQL floor: {f['columns']} columns × {f['rows']} rows of silver's {results.get('silver_columns', '?')}"
@@ -227,7 +302,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("step seconds (log scale)")
         ax.tick_params(axis="y", labelsize=7)
     ax = axes[-1]
-    names = [n for n in ("one_run", "no_inference_run", "daily_first_day", "daily_next_day", "floor") if n in results]
+    names = [n for n in RUNS if n in results and n != "generate"]
     walls = [results[n]["wall_s"] for n in names]
     bars = ax.bar(names, walls, color="#55a868")
     ax.bar_label(bars, labels=[f"{w:.0f} s\n{results[n]['peak_rss_mib'] / GIB:.1f} GiB" for n, w in zip(names, walls)], fontsize=8)
@@ -254,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-users", type=int, default=None,
                         help="users of the day in the baseline (0: all; default: all at small scale, 800 at large)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["no_inference", "daily", "floor", "baseline"])
+    parser.add_argument("--storage", choices=["duckdb", "delta"], default="duckdb",
+                        help="delta: also the no-inference graph on Delta tables as a backfill, 1 and 2 runs at once")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -289,6 +366,13 @@ def main(argv: list[str] | None = None) -> None:
             copy_embedding_cache(first.database, second.database)
             results["no_inference_run"] = {**second.run([FIRST, LAST], log), "database_mib": second.size_mib()}
             print("no_inference_run", {k: v for k, v in results["no_inference_run"].items() if k != "steps"}, flush=True)
+        if args.storage == "delta":
+            for concurrent in (1, 2):
+                delta = DeltaHome(work, f"delta_{concurrent}", env, concurrent)
+                copy_embedding_cache_to_delta(first.database, delta.uri)
+                results[f"delta_backfill_{concurrent}"] = delta.backfill(log)
+                print(f"delta_backfill_{concurrent}", results[f"delta_backfill_{concurrent}"], flush=True)
+                shutil.rmtree(delta.root)
         shutil.rmtree(first.root)
         if "daily" not in args.skip:
             daily = Home(work, "daily", env)

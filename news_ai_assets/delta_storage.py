@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import polars as pl
 import pyarrow as pa
@@ -35,10 +34,10 @@ from dagster_deltalake_polars import DeltaLakePolarsIOManager
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from news_ai_assets.dagster_internals import DbIOManager, DbTypeHandler
+from news_ai_assets.dagster_internals import DbIOManager
 from news_ai_assets.duckdb_config import open_duckdb
 from news_ai_assets.storage import (
-    LEDGER, Database, PolarsPartitionHandler, Replacement, StorageWriteError, Written, quote,
+    LEDGER, Database, PartitionHandling, Replacement, StorageWriteError, Written, partition_io_manager, quote,
 )
 from news_ai_assets.tables import Rows
 
@@ -57,6 +56,41 @@ def _literal(value: object) -> str:
 
 def _arrow(rows: Rows | pl.DataFrame) -> pa.Table | pa.RecordBatchReader:
     return rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
+
+
+def _as_view(type_: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return pa.string_view()
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return pa.list_(_as_view(type_.value_type))
+    return type_
+
+
+_OPENED: dict[str, DeltaTable] = {}  # per process: a table read before only reads the log entries since
+_DATASETS: dict[tuple[str, int], object] = {}
+
+
+def _latest(uri: str, storage_options: dict[str, str]) -> DeltaTable | None:
+    """The table's latest snapshot (None when there is no table at `uri`)."""
+    if uri in _OPENED:
+        _OPENED[uri].update_incremental()
+        return _OPENED[uri]
+    try:
+        _OPENED[uri] = DeltaTable(uri, storage_options=storage_options or None)
+    except TableNotFoundError:
+        return None
+    return _OPENED[uri]
+
+
+def _dataset(stored: DeltaTable):
+    """The snapshot as an Arrow dataset, strings read as string_view: Delta's MERGE writes Parquet
+    files whose strings are string_view, and Arrow cannot evaluate a pushed-down filter that compares
+    such a file's column with a plain string."""
+    key = (stored.table_uri, stored.version())
+    if key not in _DATASETS:
+        schema = stored.to_pyarrow_dataset().schema
+        _DATASETS[key] = stored.to_pyarrow_dataset(schema=pa.schema([f.with_type(_as_view(f.type)) for f in schema]))
+    return _DATASETS[key]
 
 
 def _retried(action: Callable[[], object], what: str) -> object:
@@ -80,10 +114,7 @@ class DeltaDatabase(Database):
         return self.uri
 
     def _table(self, schema: str, table: str) -> DeltaTable | None:
-        try:
-            return DeltaTable(table_uri(self.uri, schema, table), storage_options=self.storage_options or None)
-        except TableNotFoundError:
-            return None
+        return _latest(table_uri(self.uri, schema, table), self.storage_options)
 
     # Reads
 
@@ -101,7 +132,7 @@ class DeltaDatabase(Database):
             stored = self._table(schema, name)
             if stored is None:  # registered, first write still under way
                 continue
-            conn.register(f"delta__{schema}__{name}", stored.to_pyarrow_dataset())
+            conn.register(f"delta__{schema}__{name}", _dataset(stored))
             conn.execute(f"CREATE VIEW {quote(schema)}.{quote(name)} AS SELECT * FROM {quote(f'delta__{schema}__{name}')}")
         while views:  # a view may read another: define them in the order their inputs allow
             pending = []
@@ -181,7 +212,7 @@ class DeltaDatabase(Database):
         if not days:
             return {}
         with open_duckdb() as conn:
-            conn.register("stored", stored.to_pyarrow_dataset())
+            conn.register("stored", _dataset(stored))
             counted = dict(conn.execute(
                 f"SELECT {quote(day_column)}::DATE, count(*) FROM stored WHERE {quote(day_column)} BETWEEN ? AND ? GROUP BY 1",
                 [min(days), max(days)],
@@ -207,7 +238,7 @@ class DeltaDatabase(Database):
         """One commit each, in order (Delta has no transaction across tables), each retried when a
         concurrent run committed first: a replacement is the same rows whoever writes it."""
         for r in replacements:
-            rows = conn.execute(r.select, list(r.params)).arrow()
+            rows = conn.sql(r.select, params=list(r.params)).to_arrow_table()
             if r.column is None:
                 uri = table_uri(self.uri, r.schema, r.table)
                 self._register(r.schema, r.table, "table")
@@ -246,29 +277,14 @@ class _DeltaClient(DeltaLakeDbClient):
             yield DeltaDatabase(uri=context.resource_config["root_uri"].rstrip("/"), storage_options=options)
 
 
-class DeltaPolarsIOManager(DeltaLakePolarsIOManager):
+class DeltaPolarsIOManager(PartitionHandling, DeltaLakePolarsIOManager):
     """dagster-deltalake-polars' IO manager (its configuration: root_uri, storage_options), with the
     pipeline's partition handler. The stock handler is replaced because it loses data: when opening
     the existing table fails for any reason (a network error, say) it overwrites the whole table
     with the one partition being written, and it keeps no record of the partitions written."""
 
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PolarsPartitionHandler()]
-
-    @staticmethod
-    def default_load_type() -> type:
-        return pl.DataFrame
-
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
-            db_client=_DeltaClient(),
-            database="deltalake",
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="DeltaPolarsIOManager",
-        )
+        return partition_io_manager(_DeltaClient(), "deltalake", self.schema_, "DeltaPolarsIOManager")
 
 
 def normalised_uri(raw: str) -> str:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
 
 from news_ai_assets import run_lock
-from news_ai_assets.dagster_internals import DbIOManager, DbTypeHandler, TableSlice, add_partition_metadata
+from news_ai_assets.dagster_internals import DbClient, DbIOManager, DbTypeHandler, TableSlice, add_partition_metadata
 from news_ai_assets.duckdb_config import open_duckdb
 from news_ai_assets.tables import DayRows, Rows, StoredDays
 
@@ -602,8 +602,8 @@ class _AtomicDuckDbClient(DuckDbClient):
         yield DuckDBDatabase(database=context.resource_config["database"])
 
 
-class DuckDBPolarsIOManager(DuckDBIOManager):
-    """Polars frames in DuckDB tables named schema.table after the asset key (bronze/news -> bronze.news)."""
+class PartitionHandling:
+    """What both IO managers store and load with: PolarsPartitionHandler, frames by default."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -613,6 +613,10 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
     def default_load_type() -> type:
         return pl.DataFrame
 
+
+class DuckDBPolarsIOManager(PartitionHandling, DuckDBIOManager):
+    """Polars frames in DuckDB tables named schema.table after the asset key (bronze/news -> bronze.news)."""
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _hold_for_run(self.database, context)
 
@@ -620,11 +624,10 @@ class DuckDBPolarsIOManager(DuckDBIOManager):
         _release_for_run(self.database)
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
-            db_client=_AtomicDuckDbClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=self.type_handlers(),
-            default_load_type=self.default_load_type(),
-            io_manager_name="DuckDBPolarsIOManager",
-        )
+        return partition_io_manager(_AtomicDuckDbClient(), self.database, self.schema_, "DuckDBPolarsIOManager")
+
+
+def partition_io_manager(client: DbClient, database: str, schema: str | None, name: str) -> DbIOManager:
+    """Dagster's database IO manager over `client`, storing and loading through PolarsPartitionHandler."""
+    return DbIOManager(db_client=client, database=database, schema=schema, type_handlers=[PolarsPartitionHandler()],
+                       default_load_type=pl.DataFrame, io_manager_name=name)

@@ -1,20 +1,19 @@
 """Prints what each partition holds after a run: `python -m news_ai_assets.summary`.
 
 Row counts per table and day come from meta.partition_writes, the record every partition write
-adds in its own transaction, so a day materialised empty reads 0 and a day never materialised is blank.
+adds, so a day materialised empty reads 0 and a day never materialised is blank.
 """
 
 import polars as pl
 
-from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import LEDGER, connect, quote
+from news_ai_assets.storage import LEDGER, Database, quote
 
 SIDE_TABLES = ("bronze.rejects", "features.embedding_cache")
 
 
-def partition_counts(database) -> pl.DataFrame:
+def partition_counts(database: Database) -> pl.DataFrame:
     """Rows per partition (one row per day, one column per table), as their last write recorded them."""
-    with connect(database, read_only=True) as conn:
+    with database.connect() as conn:
         counts = conn.sql(
             f"SELECT date::VARCHAR AS partition, table_name, arg_max(row_count, write_id) AS rows FROM {LEDGER} "
             "GROUP BY ALL"
@@ -22,8 +21,8 @@ def partition_counts(database) -> pl.DataFrame:
     return counts.pivot(on="table_name", index="partition", values="rows", sort_columns=True).sort("partition")
 
 
-def side_table_counts(database) -> dict[str, int]:
-    with connect(database, read_only=True) as conn:
+def side_table_counts(database: Database) -> dict[str, int]:
+    with database.connect() as conn:
         present = {f"{s}.{t}" for s, t in conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
         return {
             table: conn.execute(f"SELECT count(*) FROM {'.'.join(quote(p) for p in table.split('.'))}").fetchall()[0][0]
@@ -32,8 +31,11 @@ def side_table_counts(database) -> dict[str, int]:
 
 
 if __name__ == "__main__":
+    from news_ai_assets.definitions import database
+
+    configured = database()
     with pl.Config(tbl_rows=400, tbl_cols=20, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True):
-        print(f"{SETTINGS.duckdb_path}, rows per partition:")
-        print(partition_counts(SETTINGS.duckdb_path))
-        print(", ".join(f"{table}: {rows} rows" for table, rows in side_table_counts(SETTINGS.duckdb_path).items()))
+        print(f"{configured.location()}, rows per partition:")
+        print(partition_counts(configured))
+        print(", ".join(f"{table}: {rows} rows" for table, rows in side_table_counts(configured).items()))

@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from dagster_deltalake import LocalConfig, S3Config
+
+from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
 from news_ai_assets.mind import sample
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
@@ -25,11 +28,18 @@ def real_mind() -> Path:
     return REAL_SUBSET
 
 
-def pipeline_resources(database: Path, mind_dir: Path) -> dict:
-    """The resources of definitions.py, pointed at a temporary DuckDB file and a MIND folder."""
-    return {
+def pipeline_resources(database: Path, mind_dir: Path, delta_uri: str | None = None) -> dict:
+    """The resources of definitions.py, pointed at a temporary DuckDB file (or, with `delta_uri`,
+    Delta tables there) and a MIND folder."""
+    storage = {
+        "io_manager": DeltaPolarsIOManager(root_uri=delta_uri, storage_options=S3Config() if delta_uri.startswith("s3://") else LocalConfig()),
+        "database": DeltaDatabase(uri=delta_uri),
+    } if delta_uri else {
         "io_manager": DuckDBPolarsIOManager(database=str(database)),
         "database": DuckDBDatabase(database=str(database)),
+    }
+    return {
+        **storage,
         "mind": MindSource(mind_dir=str(mind_dir), sample_dir=str(database.parent / "unused_sample")),
         "embedding_model": EmbeddingModel(device="cpu"),
     }

@@ -19,12 +19,12 @@ ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "featu
 
 def materialize(
     database: Path, mind_dir: Path, first: str, last: str | None = None, *, selection=None,
-    instance: dg.DagsterInstance | None = None, raise_on_error: bool = True,
+    instance: dg.DagsterInstance | None = None, raise_on_error: bool = True, delta_uri: str | None = None,
 ):
     """One partition, or first..last (inclusive) as one run, as a UI backfill launches it."""
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last} if last else {}
     result = dg.materialize(
-        [*all_assets, *all_checks], selection=selection, resources=pipeline_resources(database, mind_dir),
+        [*all_assets, *all_checks], selection=selection, resources=pipeline_resources(database, mind_dir, delta_uri),
         partition_key=None if last else first, tags=tags, instance=instance, raise_on_error=raise_on_error,
     )
     assert result.success or not raise_on_error

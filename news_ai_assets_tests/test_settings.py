@@ -26,6 +26,9 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_EMBEDDING_PRECISION", "int4", "is not one of fp32, bf16, fp16"),
         ("NEWS_AI_EMBEDDING_BATCH_SIZE", "0", "must be a whole number from 1 to 65536"),
         ("NEWS_AI_EMBEDDING_BATCH_SIZE", "big", "must be a whole number from 1 to 65536"),
+        ("NEWS_AI_STORAGE", "parquet", "is not one of duckdb, delta"),
+        ("NEWS_AI_DELTA_URI", "gs://bucket/x", "must be a folder, file://PATH or s3://BUCKET"),
+        ("NEWS_AI_DELTA_URI", "s3://", "must be a folder, file://PATH or s3://BUCKET"),
     ],
 )
 def test_a_bad_setting_names_its_variable(monkeypatch, variable, value, message):
@@ -50,10 +53,21 @@ def test_a_duckdb_path_that_holds_another_kind_of_file_is_refused(tmp_path, monk
         load_settings()
 
 
-def test_loading_the_definitions_prints_no_warning(tmp_path):
+def test_the_storage_picks_the_backfill_policy(monkeypatch, tmp_path):
+    """One run per backfill on the DuckDB file (one writer); one run per day on Delta tables."""
+    monkeypatch.setenv("NEWS_AI_DELTA_URI", str(tmp_path / "lake"))
+    monkeypatch.setenv("NEWS_AI_STORAGE", "delta")
+    delta = load_settings()
+    assert delta.backfill_policy.max_partitions_per_run == 1 and delta.delta_uri == str(tmp_path / "lake")
+    monkeypatch.setenv("NEWS_AI_STORAGE", "duckdb")
+    assert load_settings().backfill_policy.max_partitions_per_run is None
+
+
+@pytest.mark.parametrize("storage", ["duckdb", "delta"])
+def test_loading_the_definitions_prints_no_warning(tmp_path, storage):
     completed = subprocess.run(
         [sys.executable, "-W", "always", "-c", "import news_ai_assets.definitions"],
-        cwd=tmp_path, env={**os.environ, "NEWS_AI_DUCKDB_PATH": str(tmp_path / "w.duckdb")},
+        cwd=tmp_path, env={**os.environ, "NEWS_AI_DUCKDB_PATH": str(tmp_path / "w.duckdb"), "NEWS_AI_STORAGE": storage},
         capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 0 and completed.stderr == "", completed.stderr[-2000:]

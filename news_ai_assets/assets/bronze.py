@@ -5,7 +5,6 @@ days one at a time as filters of the staged rows.
 """
 
 import dagster as dg
-import polars as pl
 
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days, preview,

@@ -1,0 +1,240 @@
+"""Delta Lake storage (NEWS_AI_STORAGE=delta): the same rows as the DuckDB file, on a local folder and
+on an S3 emulator (moto_server on 127.0.0.1), written by many runs at once."""
+
+import datetime as dt
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from news_ai_assets.delta_storage import DeltaDatabase
+from news_ai_assets.storage import Database, DuckDBDatabase, StorageWriteError, require_written
+from news_ai_assets_tests.pipeline import materialize
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = dt.date(2019, 11, 12)
+# Every table the graph writes, with the columns that identify a row.
+TABLES = {
+    "bronze.behaviors": ["date", "split", "impression_id"],
+    "bronze.news": ["date", "news_id"],
+    "bronze.rejects": ["source_file", "line", "raw_line"],
+    "features.interactions": ["date", "split", "impression_id", "news_id"],
+    "features.candidate_stats": ["date", "news_id"],
+    "features.user_features": ["date", "user_id"],
+    "features.news_features": ["date", "news_id"],
+    "features.text_embeddings": ["date", "news_id"],
+    "silver.training_examples": ["date", "split", "impression_id", "news_id"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch, tmp_path) -> str:
+    """A bucket on a moto S3 emulator on 127.0.0.1; credentials and endpoint in the environment, as
+    delta-rs reads them (AWS_CONDITIONAL_PUT=etag: commits are put-if-absent on S3)."""
+    pytest.importorskip("moto.server", reason="moto[server] is a dev extra")
+    import boto3
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        boto3.client("s3").create_bucket(Bucket="lake")
+        yield "s3://lake/news_ai"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def stored_rows(database: Database, table: str) -> pl.DataFrame:
+    """A table's rows in a fixed order, columns by name, vectors compared separately."""
+    with database.connect() as conn:
+        frame = conn.sql(f"SELECT * FROM {table}").pl()
+    frame = frame.select(sorted(frame.columns)).sort(TABLES[table], nulls_last=True)
+    return frame.with_columns(pl.col(pl.String).cast(pl.String))
+
+
+def assert_same_tables(expected: Database, actual: Database) -> None:
+    """Every table of the graph holds the same rows in both: the same values, and floats within
+    1e-5 (a text embedded in another batch can differ in the last bits of its vector, and so can
+    the cosines silver computes from it)."""
+    for table in TABLES:
+        want, got = stored_rows(expected, table), stored_rows(actual, table)
+        assert got.height == want.height and (got.height > 0 or table == "bronze.rejects"), table
+        assert got.columns == want.columns, table
+        got = got.cast(want.schema)
+        assert got.select("date").equals(want.select("date")) if "date" in want.columns else True, table
+        differing = []
+        for column, type_ in want.schema.items():
+            a, b = got.get_column(column), want.get_column(column)
+            if type_.is_float() or (isinstance(type_, pl.List) and type_.inner.is_float()):
+                a, b = (a.explode(), b.explode()) if isinstance(type_, pl.List) else (a, b)
+                gap = (a - b).abs().max()
+                if not (a.is_null().equals(b.is_null()) and (gap is None or gap < 1e-5)):
+                    differing.append(f"{column} (largest gap {gap})")
+            elif not a.equals(b):
+                differing.append(column)
+        assert not differing, f"{table}: {', '.join(differing)}"
+
+
+def test_the_graph_on_local_delta_tables_equals_the_duckdb_file(tmp_path, tiny_mind):
+    """A range run and a daily run after it, on both storages: the same rows in every table."""
+    duck, delta = tmp_path / "p.duckdb", DeltaDatabase(uri=str(tmp_path / "delta"))
+    for first, last in (("2019-11-09", "2019-11-11"), ("2019-11-12", None)):
+        materialize(duck, tiny_mind, first, last)
+        materialize(duck, tiny_mind, first, last, delta_uri=delta.uri)
+    assert_same_tables(DuckDBDatabase(database=str(duck)), delta)
+    with delta.connect() as conn:
+        files = conn.sql("SELECT count(*) FROM bronze.staged_files").fetchall()[0][0]
+    assert files == 6  # each split's behaviors and news file, staged once for both runs
+
+
+def _frame(day: dt.date, values: list[int]) -> pl.DataFrame:
+    return pl.DataFrame({"date": [day] * len(values), "value": values}, schema={"date": pl.Date, "value": pl.Int64})
+
+
+def _slow_replace(uri: str, value: int, barrier, ready, halt) -> None:
+    """Replaces DAY with 5,000 rows of `value`, as a stream that stops halfway until the barrier
+    (every writer is mid-write) or forever after setting `ready` (to be killed)."""
+    def batches():
+        for part in range(10):
+            if part == 5:
+                if barrier is not None:
+                    barrier.wait(30)
+                if ready is not None:
+                    ready.set()
+                    halt.wait(60)
+            yield pa.record_batch({"date": pa.array([DAY] * 500, pa.date32()), "value": pa.array([value] * 500, pa.int64())})
+
+    schema = pa.schema([("date", pa.date32()), ("value", pa.int64())])
+    try:
+        DeltaDatabase(uri=uri).replace_days("layer", "t", pa.RecordBatchReader.from_batches(schema, batches()), [DAY])
+    except StorageWriteError as err:
+        print(err, file=sys.stderr)
+        sys.exit(3)
+
+
+def _day_values(database: DeltaDatabase) -> list:
+    with database.connect() as conn:
+        require_written(conn, "layer", "t", [DAY], location=database.location())
+        return conn.sql("SELECT value, count(*) FROM layer.t WHERE date = ? GROUP BY 1", params=[DAY]).fetchall()
+
+
+def test_two_runs_replacing_the_same_day_one_fails_clearly_and_the_table_stays_correct(s3_bucket, capfd):
+    uri = f"{s3_bucket}/same_day"
+    database = DeltaDatabase(uri=uri)
+    database.replace_days("layer", "t", _frame(DAY, [0]), [DAY])
+    spawn = multiprocessing.get_context("spawn")  # deltalake must not run in a forked process
+    barrier = spawn.Barrier(2)
+    writers = [spawn.Process(target=_slow_replace, args=(uri, value, barrier, None, None)) for value in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    codes = sorted(writer.exitcode for writer in writers)
+    assert codes == [0, 3], codes
+    assert "Another run replaced layer.t for 2019-11-12 while this one was writing it" in capfd.readouterr().err
+    winner = 1 + [writer.exitcode for writer in writers].index(0)
+    assert _day_values(database) == [(winner, 5000)]  # the committed run's rows, all of them, and its record
+    database.replace_days("layer", "t", _frame(DAY, [7, 7]), [DAY])  # the retry
+    assert _day_values(database) == [(7, 2)]
+
+
+def test_a_run_killed_mid_write_leaves_the_previous_partition_readable(s3_bucket):
+    uri = f"{s3_bucket}/killed"
+    database = DeltaDatabase(uri=uri)
+    database.replace_days("layer", "t", _frame(DAY, [4, 4, 4]), [DAY])
+    spawn = multiprocessing.get_context("spawn")
+    ready, halt = spawn.Event(), spawn.Event()
+    writer = spawn.Process(target=_slow_replace, args=(uri, 9, None, ready, halt))
+    writer.start()
+    assert ready.wait(60)  # half of the new rows are written as Parquet files, nothing committed
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(10)
+    assert writer.exitcode == -signal.SIGKILL
+    assert _day_values(database) == [(4, 3)]  # Delta's log never referenced the killed writer's files
+    database.replace_days("layer", "t", _frame(DAY, [5]), [DAY])
+    assert _day_values(database) == [(5, 1)]
+
+
+def _dagster_home(path: Path) -> Path:
+    path.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", path / "dagster.yaml")
+    return path
+
+
+@pytest.mark.slow
+def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_path, tiny_mind, s3_bucket):
+    """The whole default range as a backfill that Dagster's daemon runs one run per day, several at
+    once, against Delta tables on the S3 emulator: every run succeeds (every check passed: they
+    block), and every table equals the DuckDB storage's rows for the same graph."""
+    home = _dagster_home(tmp_path / "dagster_home")
+    uri = f"{s3_bucket}/backfill"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "NEWS_AI_STORAGE": "delta", "NEWS_AI_DELTA_URI": uri,
+           "NEWS_AI_MIND_DIR": str(tiny_mind), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
+           # ~15 impressions a day: one user without history moves a day's missing share by ~10% (2019-11-22: 9.6%)
+           "NEWS_AI_MAX_MISSING_CROSS_SHARE": "0.2"}
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "news_ai_assets.definitions"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        launched = subprocess.run([sys.executable, "-m", "news_ai_assets.backfill"], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, check=True)
+        backfill_id = launched.stdout.split()[1].rstrip(":")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 1500
+            while (backfill := instance.get_backfill(backfill_id)).status.value in ("REQUESTED", "FAILING", "CANCELING"):
+                assert time.monotonic() < deadline, "the backfill did not finish in 25 minutes"
+                time.sleep(5)
+            runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(60)
+    assert backfill.status.value == "COMPLETED_SUCCESS", backfill.status
+    # Each run, not only the backfill: Dagster calls a backfill a success once every asset partition
+    # is materialised, even when a blocking check failed after its asset was stored.
+    failed = [r.dagster_run.tags["dagster/asset_partition_range_start"] for r in runs
+              if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    assert runs and not failed, f"runs failed for {failed}"
+    spans = [(r.start_time, r.end_time) for r in runs]
+    in_flight = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+    assert in_flight >= 3, f"at most {in_flight} runs were in flight at once"
+    ranges = [(r.dagster_run.tags["dagster/asset_partition_range_start"], r.dagster_run.tags["dagster/asset_partition_range_end"])
+              for r in runs]
+    assert all(start == end for start, end in ranges)  # one day per run
+    assert len({start for start, _ in ranges}) == 14
+
+    duck = tmp_path / "reference.duckdb"
+    reference = {**env, "NEWS_AI_STORAGE": "duckdb", "NEWS_AI_DUCKDB_PATH": str(duck),
+                 "DAGSTER_HOME": str(_dagster_home(tmp_path / "reference_home"))}
+    subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "news_ai_assets.definitions",
+                    "--select", "*", "--partition-range", "2019-11-09...2019-11-22"], cwd=ROOT, env=reference,
+                   capture_output=True, check=True)
+    assert_same_tables(DuckDBDatabase(database=str(duck)), DeltaDatabase(uri=uri))
