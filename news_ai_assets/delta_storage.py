@@ -67,7 +67,7 @@ def _as_view(type_: pa.DataType) -> pa.DataType:
 
 
 _OPENED: dict[str, DeltaTable] = {}  # per process: a table read before only reads the log entries since
-_DATASETS: dict[tuple[str, int], object] = {}
+_DATASETS: dict[str, tuple[int, object]] = {}  # the dataset of each table's latest version read
 
 
 def _latest(uri: str, storage_options: dict[str, str]) -> DeltaTable | None:
@@ -86,11 +86,11 @@ def _dataset(stored: DeltaTable):
     """The snapshot as an Arrow dataset, strings read as string_view: Delta's MERGE writes Parquet
     files whose strings are string_view, and Arrow cannot evaluate a pushed-down filter that compares
     such a file's column with a plain string."""
-    key = (stored.table_uri, stored.version())
-    if key not in _DATASETS:
+    uri, version = stored.table_uri, stored.version()
+    if _DATASETS.get(uri, (None, None))[0] != version:
         schema = stored.to_pyarrow_dataset().schema
-        _DATASETS[key] = stored.to_pyarrow_dataset(schema=pa.schema([f.with_type(_as_view(f.type)) for f in schema]))
-    return _DATASETS[key]
+        _DATASETS[uri] = version, stored.to_pyarrow_dataset(schema=pa.schema([f.with_type(_as_view(f.type)) for f in schema]))
+    return _DATASETS[uri][1]
 
 
 def _retried(action: Callable[[], object], what: str) -> object:
