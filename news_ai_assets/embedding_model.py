@@ -6,10 +6,13 @@ hardware can't run raises EmbeddingModelError. Vectors are never made up.
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections import deque
@@ -27,7 +30,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # bf16 only where the CPU or GPU computes
 # (each batch costs a launch sequence and a tokenisation); a CPU gains nothing past a few dozen.
 DEFAULT_BATCH_SIZES = {"cpu": 32, "cuda": 1024, "mps": 256}
 TOKENIZE_THREADS = 4  # on a GPU: threads tokenising the next batches while the device computes
-BACKENDS = ("torch", "openvino")  # openvino: CPU only, the model converted in-process, no download
+BACKENDS = ("torch", "openvino")  # openvino: CPU only, the model converted in-process (then cached), no download
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +230,9 @@ class Encoder:
 
 
 class _OpenVinoRunner:
-    """The model's transformer converted to OpenVINO in memory; tokenising and mean pooling as the
-    sentence-transformers pipeline does them (only mean-pooling models qualify)."""
+    """The model's transformer converted to OpenVINO (once per weights, then read from the cache);
+    tokenising and mean pooling as the sentence-transformers pipeline does them (only mean-pooling
+    models qualify)."""
 
     def __init__(self, model, tokenize: "BatchTokenizer", precision: str):
         import torch
@@ -244,11 +248,17 @@ class _OpenVinoRunner:
         # tracing notes that the model's Python-level shape checks become constants; they hold for any
         # input of this architecture (the fidelity tests compare the converted model with the original).
         # The converter also reads an attribute transformers has renamed, which warns of its removal.
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="`torch.jit.trace.*` is deprecated", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            converted = ov.convert_model(model[0].auto_model, example_input=example)
+        cached = openvino_cache_dir() / _weights_key(model[0].auto_model, ov.__version__) / "model.xml"
+        if cached.exists():
+            converted = ov.Core().read_model(cached)
+            log.info("read the converted model from %s", cached)
+        else:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", message="`torch.jit.trace.*` is deprecated", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                converted = ov.convert_model(model[0].auto_model, example_input=example)
+            _save_converted(ov, converted, cached)
         hint = {"fp32": "f32", "bf16": "bf16"}[precision]
         self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
 
@@ -265,6 +275,40 @@ class _OpenVinoRunner:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
         return out
+
+
+def openvino_cache_dir() -> Path:
+    """Where converted models are kept: NEWS_AI_OPENVINO_CACHE, else ~/.cache/news_ai_assets/openvino."""
+    configured = os.environ.get("NEWS_AI_OPENVINO_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "news_ai_assets" / "openvino"
+
+
+def _weights_key(module, openvino_version: str) -> str:
+    """SHA-256 of the module's class, parameter names, shapes and values, with the OpenVINO and
+    transformers versions: a converted model is reused only for the very same weights and converter."""
+    import transformers
+
+    digest = hashlib.sha256(f"{type(module).__name__}|{openvino_version}|{transformers.__version__}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save_converted(ov, converted, target: Path) -> None:
+    """Writes the converted model (full precision: no fp16 compression) into a temporary folder
+    renamed into place, so a reader never sees half a model; a cache that can't be written only
+    costs the next run the conversion."""
+    try:
+        target.parent.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent.parent))
+        try:
+            ov.save_model(converted, staging / target.name, compress_to_fp16=False)
+            staging.rename(target.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as err:  # another process renamed first, or the folder is not writable
+        log.info("the converted model was not cached at %s: %s", target.parent, err)
 
 
 def _longest_first(texts: list[str]) -> np.ndarray:

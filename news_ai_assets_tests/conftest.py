@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from news_ai_assets.mind import sample
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
 
+# Converted OpenVINO models go to a folder of the test session, not the user's cache (subprocesses inherit it).
+os.environ.setdefault("NEWS_AI_OPENVINO_CACHE", tempfile.mkdtemp(prefix="news_ai_openvino_"))
 REAL_SUBSET = Path(os.environ.get("NEWS_AI_REAL_SUBSET", Path(__file__).resolve().parents[2] / "shared" / "mind_real_subset"))
 
 

@@ -103,6 +103,17 @@ def test_the_batch_tokenizer_gives_what_the_transformers_tokenizer_gives(real_te
         np.testing.assert_array_equal(ids, theirs[name])
 
 
+def test_the_converted_openvino_model_is_cached_at_full_precision_and_gives_the_same_vectors(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWS_AI_OPENVINO_CACHE", str(tmp_path))
+    texts = ["Markets rally as rates fall", "", "A long abstract " * 40, "Ünïcödé — digits 2019!"]
+    spec = EncoderSpec(device="cpu", backend="openvino")
+    converted = np.concatenate(list(Encoder(spec).encode(texts)))
+    (cached,) = tmp_path.iterdir()
+    assert (cached / "model.bin").stat().st_size > 4 * 22_000_000  # 22.7 M parameters as float32, not fp16
+    read_back = np.concatenate(list(Encoder(spec).encode(texts)))
+    np.testing.assert_array_equal(converted, read_back)
+
+
 def test_the_batch_size_defaults_to_the_devices_and_configuration_wins(real_texts):
     encoder = load_encoder(EncoderSpec(device="cpu"))
     assert encoder.default_batch_size == embedding_model.DEFAULT_BATCH_SIZES["cpu"] == 32
