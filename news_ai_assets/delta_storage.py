@@ -174,9 +174,12 @@ class DeltaDatabase(Database):
             empty = pa.Table.from_batches([], arrow_schema)
 
             def create():
-                if self._table(schema, table) is None:
+                try:
                     write_deltalake(uri, empty, mode="append", partition_by=partition_by,
                                     storage_options=self.storage_options or None)
+                except DeltaError:
+                    if self._table(schema, table) is None:  # not another run's creation that won
+                        raise
 
             _retried(create, f"creating {schema}.{table}")
         return uri

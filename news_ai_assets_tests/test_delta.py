@@ -184,6 +184,27 @@ def test_a_run_killed_mid_write_leaves_the_previous_partition_readable(s3_bucket
     assert _day_values(database) == [(5, 1)]
 
 
+def _add_keys(uri: str, barrier) -> None:
+    barrier.wait(30)
+    DeltaDatabase(uri=uri).add_new_rows("features", "cache", pl.DataFrame({"key": ["a", "b", "b"], "value": [1, 2, 2]}), "key")
+
+
+def test_runs_adding_the_same_keys_at_once_store_each_key_once(tmp_path):
+    """Three writers create the same new table and add the same keys at the same moment (as the
+    first runs of a backfill fill the embedding cache): all succeed, each key is stored once."""
+    uri = str(tmp_path / "lake")
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(3)
+    writers = [spawn.Process(target=_add_keys, args=(uri, barrier)) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [writer.exitcode for writer in writers] == [0, 0, 0]
+    with DeltaDatabase(uri=uri).connect() as conn:
+        assert conn.sql("SELECT key, value FROM features.cache ORDER BY key").fetchall() == [("a", 1), ("b", 2)]
+
+
 def _dagster_home(path: Path) -> Path:
     path.mkdir()
     shutil.copy(ROOT / "dagster.yaml", path / "dagster.yaml")
