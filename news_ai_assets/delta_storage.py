@@ -116,6 +116,9 @@ class DeltaDatabase(Database):
     def _table(self, schema: str, table: str) -> DeltaTable | None:
         return _latest(table_uri(self.uri, schema, table), self.storage_options)
 
+    def _write(self, uri: str, data, **options) -> None:
+        write_deltalake(uri, data, storage_options=self.storage_options or None, **options)
+
     # Reads
 
     def reader(self) -> duckdb.DuckDBPyConnection:
@@ -175,8 +178,7 @@ class DeltaDatabase(Database):
 
             def create():
                 try:
-                    write_deltalake(uri, empty, mode="append", partition_by=partition_by,
-                                    storage_options=self.storage_options or None)
+                    self._write(uri, empty, mode="append", partition_by=partition_by)
                 except DeltaError:
                     if self._table(schema, table) is None:  # not another run's creation that won
                         raise
@@ -193,8 +195,7 @@ class DeltaDatabase(Database):
                      if days else None)
         before = set(self._table(schema, table).schema().to_arrow().names)
         try:
-            write_deltalake(uri, data, mode="overwrite", predicate=predicate, schema_mode="merge",
-                            storage_options=self.storage_options or None)
+            self._write(uri, data, mode="overwrite", predicate=predicate, schema_mode="merge")
         except CommitFailedError as err:
             raise StorageWriteError(
                 f"Another run replaced {schema}.{table} for {', '.join(str(d) for d in days or [])} while this one was "
@@ -234,7 +235,7 @@ class DeltaDatabase(Database):
             "run_id": pa.array([run_id] * len(by_day), pa.string()),
         })
         uri = self._ensure(*LEDGER.split("."), records.schema)
-        _retried(lambda: write_deltalake(uri, records, mode="append", storage_options=self.storage_options or None),
+        _retried(lambda: self._write(uri, records, mode="append"),
                  f"recording the partitions of {schema}.{table} written")
 
     def replace_each(self, conn, replacements: Sequence[Replacement], failure: str) -> None:
@@ -245,13 +246,11 @@ class DeltaDatabase(Database):
             if r.column is None:
                 uri = table_uri(self.uri, r.schema, r.table)
                 self._register(r.schema, r.table, "table")
-                _retried(lambda: write_deltalake(uri, rows, mode="overwrite", schema_mode="overwrite",
-                                                 storage_options=self.storage_options or None), failure)
+                _retried(lambda: self._write(uri, rows, mode="overwrite", schema_mode="overwrite"), failure)
                 continue
             uri = self._ensure(r.schema, r.table, rows.schema, [r.column])
             predicate = f"{r.column} = {_literal(r.value)}"
-            _retried(lambda: write_deltalake(uri, rows, mode="overwrite", predicate=predicate, schema_mode="merge",
-                                             storage_options=self.storage_options or None), failure)
+            _retried(lambda: self._write(uri, rows, mode="overwrite", predicate=predicate, schema_mode="merge"), failure)
 
     def add_new_rows(self, schema, table, rows, key) -> int:
         keys = [key] if isinstance(key, str) else list(key)
