@@ -116,6 +116,20 @@ def test_the_graph_on_local_delta_tables_equals_the_duckdb_file(tmp_path, tiny_m
     assert files == 6  # each split's behaviors and news file, staged once for both runs
 
 
+def test_a_lookback_day_never_written_to_the_delta_tables_fails_before_writing(tmp_path, tiny_mind):
+    """Decided from the Delta tables themselves: a fresh URI holds no record of 2019-11-09 .. 11, so
+    user features for 2019-11-12 stop, naming those days, and write no table."""
+    delta = DeltaDatabase(uri=str(tmp_path / "delta"))
+    result = materialize(tmp_path / "unused.duckdb", tiny_mind, "2019-11-12", delta_uri=delta.uri, raise_on_error=False,
+                         selection=["bronze/behaviors", "bronze/news", "features/user_features"])
+    failure = result.failure_data_for_node("features__user_features").error.message
+    assert f"bronze/behaviors has never been materialised in {delta.uri} for 2019-11-09, 2019-11-10, 2019-11-11" in failure
+    with delta.connect() as conn:
+        written = {name for (name,) in conn.execute("SELECT DISTINCT table_name FROM meta.partition_writes").fetchall()}
+        tables = {f"{s}.{t}" for s, t in conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+    assert "features.user_features" not in written | tables and "bronze.behaviors" in written
+
+
 def _frame(day: dt.date, values: list[int]) -> pl.DataFrame:
     return pl.DataFrame({"date": [day] * len(values), "value": values}, schema={"date": pl.Date, "value": pl.Int64})
 
