@@ -37,7 +37,8 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from news_ai_assets.dagster_internals import DbIOManager
 from news_ai_assets.duckdb_config import open_duckdb
 from news_ai_assets.storage import (
-    LEDGER, Database, PartitionHandling, Replacement, StorageWriteError, Written, partition_io_manager, quote,
+    LEDGER, VOCABULARY_COLUMNS, Database, PartitionHandling, Replacement, StorageWriteError, Written, new_ids,
+    partition_io_manager, quote,
 )
 from news_ai_assets.tables import Rows
 
@@ -263,6 +264,23 @@ class DeltaDatabase(Database):
                     .when_not_matched_insert_all().execute())
 
         return _retried(insert, f"adding rows to {schema}.{table}")["num_target_rows_inserted"]
+
+    def assign_ids(self, schema, table, vocabulary, tokens) -> int:
+        """Rewrites the vocabulary's partition with its new tokens appended, from the snapshot the
+        new ids were computed on: a run that committed new ids in between makes the commit fail,
+        and the ids are computed again on the new snapshot, so no id is given twice."""
+        self._ensure(schema, table, pl.DataFrame(schema=VOCABULARY_COLUMNS).to_arrow().schema, ["vocabulary"])
+
+        def extend() -> int:
+            stored = self._table(schema, table)
+            known = pl.from_arrow(stored.to_pyarrow_table(filters=[("vocabulary", "=", vocabulary)])).cast(VOCABULARY_COLUMNS)
+            added = new_ids(known, vocabulary, tokens)
+            if added.height:
+                write_deltalake(stored, pl.concat([known, added]).to_arrow(), mode="overwrite",
+                                predicate=f"vocabulary = {_literal(vocabulary)}")
+            return added.height
+
+        return _retried(extend, f"adding to the {vocabulary} vocabulary of {schema}.{table}")
 
     def define_view(self, schema, name, sql) -> None:
         self._register(schema, name, "view", sql)

@@ -20,6 +20,7 @@ DEFAULT_START_DATE = "2019-11-09"
 DEFAULT_END_DATE = "2019-11-22"
 EARLIEST_DATE, LATEST_DATE = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
 MAX_LOOKBACK_DAYS = 365
+MAX_HISTORY_SIZE = 10_000
 
 
 class SettingError(ValueError):
@@ -42,6 +43,7 @@ class Settings:
     embedding_precision: str
     embedding_batch_size: int | None  # None: the device's default
     lookback_days: int
+    history_size: int  # K: the most recent history articles silver/impressions keeps
     max_missing_cross_share: float
 
     @property
@@ -124,6 +126,7 @@ def load_settings() -> Settings:
             _whole_number("NEWS_AI_EMBEDDING_BATCH_SIZE", "", 1, 65_536) if os.environ.get("NEWS_AI_EMBEDDING_BATCH_SIZE") else None
         ),
         lookback_days=_whole_number("NEWS_AI_LOOKBACK_DAYS", "7", 1, MAX_LOOKBACK_DAYS),
+        history_size=_whole_number("NEWS_AI_HISTORY_SIZE", "50", 1, MAX_HISTORY_SIZE),
         max_missing_cross_share=_share("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.05"),
     )
 

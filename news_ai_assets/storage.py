@@ -284,6 +284,39 @@ def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows:
         conn.unregister("new_rows")
 
 
+VOCABULARY_COLUMNS = {"vocabulary": pl.String, "token": pl.String, "id": pl.Int32}
+
+
+def new_ids(stored: pl.DataFrame, vocabulary: str, tokens: pl.Series) -> pl.DataFrame:
+    """Ids for the `tokens` that `stored` (a vocabulary table's rows) lacks: after the vocabulary's
+    largest id, in token order (0 is left for padding and unknown tokens)."""
+    known = stored.filter(pl.col("vocabulary") == vocabulary)
+    new = pl.DataFrame({"token": tokens.cast(pl.String)}).drop_nulls().unique().join(known, on="token", how="anti")
+    first = (known.get_column("id").max() or 0) + 1
+    return new.sort("token").select(
+        pl.lit(vocabulary).alias("vocabulary"), "token", pl.int_range(first, first + pl.len()).alias("id"),
+    ).cast(VOCABULARY_COLUMNS)
+
+
+def assign_ids(conn: duckdb.DuckDBPyConnection, schema: str, table: str, vocabulary: str, tokens: pl.Series) -> int:
+    """Gives each of `tokens` that schema.table's `vocabulary` lacks the next id, in one transaction
+    (the run holds the file, so no other writer reads the same largest id); returns how many."""
+    qualified = f"{quote(schema)}.{quote(table)}"
+    conn.register("vocabulary_schema", pl.DataFrame(schema=VOCABULARY_COLUMNS).to_arrow())
+    try:
+        with transaction(conn, f"adding to the {vocabulary} vocabulary of {schema}.{table} failed; it holds what it held before."):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified} AS SELECT * FROM vocabulary_schema")
+            stored = conn.sql(f"SELECT * FROM {qualified} WHERE vocabulary = ?", params=[vocabulary]).pl()
+            added = new_ids(stored.cast(VOCABULARY_COLUMNS), vocabulary, tokens)
+            conn.register("new_ids", added.to_arrow())
+            conn.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM new_ids")
+        return added.height
+    finally:
+        conn.unregister("vocabulary_schema")
+        conn.unregister("new_ids")
+
+
 def _describe_days(days: Sequence[dt.date]) -> str:
     shown = ", ".join(str(d) for d in days[:10])
     return shown + (f" and {len(days) - 10} more" if len(days) > 10 else "")
@@ -387,6 +420,11 @@ class Database(dg.ConfigurableResource):
 
     def add_new_rows(self, schema: str, table: str, rows: pl.DataFrame, key: str | Sequence[str]) -> int:
         """Adds the rows whose key schema.table lacks (each key once); returns how many."""
+        raise NotImplementedError
+
+    def assign_ids(self, schema: str, table: str, vocabulary: str, tokens: pl.Series) -> int:
+        """Gives every token of `tokens` that the vocabulary lacks an id of its own, the next free
+        one; an id once given never changes. Returns how many tokens were new."""
         raise NotImplementedError
 
     def define_view(self, schema: str, name: str, sql: str) -> None:
@@ -580,6 +618,10 @@ class DuckDBDatabase(Database):
     def add_new_rows(self, schema, table, rows, key) -> int:
         with self.connect() as conn:
             return add_new_rows(conn, schema, table, rows, key)
+
+    def assign_ids(self, schema, table, vocabulary, tokens) -> int:
+        with self.connect() as conn:
+            return assign_ids(conn, schema, table, vocabulary, tokens)
 
     def define_view(self, schema, name, sql) -> None:
         with self.connect() as conn:

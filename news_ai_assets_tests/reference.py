@@ -285,3 +285,41 @@ def silver_rows(
             }
         )
     return out
+
+
+def vocabulary_ids(days: list[dict[str, dict]]) -> dict[str, dict[str, int]]:
+    """Ids as the vocabularies give them: day after day (each day's articles, news_id -> row), the
+    tokens not seen before get the next ids in sorted order, from 1."""
+    ids: dict[str, dict[str, int]] = {"news": {}, "category": {}, "subcategory": {}}
+    for articles in days:
+        for vocabulary, tokens in ids.items():
+            seen = {news_id if vocabulary == "news" else row[vocabulary] for news_id, row in articles.items()}
+            for token in sorted(seen - tokens.keys()):
+                tokens[token] = len(tokens) + 1
+    return ids
+
+
+def impressions(behavior_rows: list[dict], articles: dict[str, dict], ids: dict[str, dict[str, int]], day: dt.date,
+                history_size: int) -> list[dict]:
+    """silver/impressions rows of `day`; articles: news_id -> row of the day's articles."""
+
+    def index(news_id: str, vocabulary: str) -> int:
+        if news_id not in articles:
+            return 0
+        return ids[vocabulary][news_id if vocabulary == "news" else articles[news_id][vocabulary]]
+
+    out = []
+    for row in behavior_rows:
+        if row["date"] != day:
+            continue
+        history = row["history"][len(row["history"]) - history_size:] if len(row["history"]) > history_size else row["history"]
+        candidates = [c["news_id"] for c in row["impressions"]]
+        labelled = row["click_count"] is not None
+        out.append({
+            "date": day, "split": row["split"], "impression_id": row["impression_id"], "user_id": row["user_id"],
+            "time": row["time"], "history": history, "history_length": len(row["history"]),
+            "candidates": candidates, "labels": [int(c["clicked"]) for c in row["impressions"]] if labelled else None,
+            **{f"history{'' if v == 'news' else '_' + v}_index": [index(n, v) for n in history] for v in ids},
+            **{f"candidate{'' if v == 'news' else '_' + v}_index": [index(n, v) for n in candidates] for v in ids},
+        })
+    return out

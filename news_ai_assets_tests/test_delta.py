@@ -219,6 +219,32 @@ def test_runs_adding_the_same_keys_at_once_store_each_key_once(tmp_path):
         assert conn.sql("SELECT key, value FROM features.cache ORDER BY key").fetchall() == [("a", 1), ("b", 2)]
 
 
+def _assign_ids(uri: str, tokens: list[str], barrier) -> None:
+    barrier.wait(30)
+    DeltaDatabase(uri=uri).assign_ids("features", "vocabulary_ids", "news", pl.Series(tokens))
+
+
+def test_runs_extending_a_vocabulary_at_once_never_give_one_id_twice(tmp_path):
+    """Three writers add new tokens (some shared) to one vocabulary at the same moment, as a
+    backfill's first runs do: every token gets one id, no id is given twice, and the ids given
+    before stay as they were."""
+    uri = str(tmp_path / "lake")
+    DeltaDatabase(uri=uri).assign_ids("features", "vocabulary_ids", "news", pl.Series(["N1", "N2"]))
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(3)
+    token_sets = [["N3", "N4", "N9"], ["N5", "N9"], ["N6", "N7", "N8", "N2"]]
+    writers = [spawn.Process(target=_assign_ids, args=(uri, tokens, barrier)) for tokens in token_sets]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    assert [writer.exitcode for writer in writers] == [0, 0, 0]
+    with DeltaDatabase(uri=uri).connect() as conn:
+        ids = dict(conn.sql("SELECT token, id FROM features.vocabulary_ids WHERE vocabulary = 'news'").fetchall())
+    assert sorted(ids) == [f"N{i}" for i in range(1, 10)]
+    assert sorted(ids.values()) == list(range(1, 10)) and ids["N1"] == 1 and ids["N2"] == 2
+
+
 def _dagster_home(path: Path) -> Path:
     path.mkdir()
     shutil.copy(ROOT / "dagster.yaml", path / "dagster.yaml")

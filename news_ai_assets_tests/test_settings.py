@@ -18,6 +18,7 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_LOOKBACK_DAYS", "100000000000", "must be a whole number from 1 to 365"),
         ("NEWS_AI_LOOKBACK_DAYS", "0", "must be a whole number from 1 to 365"),
         ("NEWS_AI_LOOKBACK_DAYS", "٣", "must be a whole number from 1 to 365"),  # a digit, but not an ASCII one
+        ("NEWS_AI_HISTORY_SIZE", "0", "must be a whole number from 1 to 10000"),
         ("NEWS_AI_MAX_MISSING_CROSS_SHARE", "nan", "must be a number from 0 to 1"),
         ("NEWS_AI_MAX_MISSING_CROSS_SHARE", "-1", "must be a number from 0 to 1"),
         ("NEWS_AI_MAX_MISSING_CROSS_SHARE", "inf", "must be a number from 0 to 1"),
