@@ -270,6 +270,13 @@ def silver_rows(
         labelled = [(r, c) for r, c in shows if r["click_count"] is not None]
         clicks = sum(1 for _, c in labelled if c["clicked"])
         first_shown = min(r["time"] for r in window + today for c in r["impressions"] if c["news_id"] == news)
+        recent = {}
+        for name, hours in (("1h", 1), ("6h", 6), ("24h", 24)):
+            shown = [c for r in behavior_rows if r["click_count"] is not None
+                     and row["time"] - dt.timedelta(hours=hours) <= r["time"] < row["time"]
+                     for c in r["impressions"] if c["news_id"] == news]
+            recent[f"candidate_impressions_{name}"] = len(shown)
+            recent[f"candidate_clicks_{name}"] = sum(1 for c in shown if c["clicked"])
         out.append(
             {
                 **row,
@@ -282,6 +289,8 @@ def silver_rows(
                 "candidate_clicks": clicks,
                 "candidate_ctr": (clicks + 20 * prior) / (len(labelled) + 20),
                 "article_age_days": (row["time"] - first_shown).total_seconds() / 86400,
+                "hours_since_first_seen": (row["time"] - first_shown).total_seconds() / 3600,
+                **recent,
             }
         )
     return out

@@ -1,10 +1,12 @@
 import datetime as dt
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
-from news_ai_assets.compute.silver import silver_for_day
+from news_ai_assets.compute.silver import RecentShows, silver_for_day
+from news_ai_assets.definitions import all_checks
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
@@ -54,7 +56,7 @@ def test_all_checks_pass_and_metadata_is_attached(built):
     _, result, _ = built
     evaluations = result.get_asset_check_evaluations()
     days = 8  # 2019-11-09 .. 2019-11-16: one evaluation per check and partition
-    assert len(evaluations) == 12 * days and all(e.passed for e in evaluations), [
+    assert len(evaluations) == sum(len(c.check_keys) for c in all_checks) * days and all(e.passed for e in evaluations), [
         (e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed
     ]
     events = result.asset_materializations_for_node("silver__training_examples")
@@ -75,7 +77,9 @@ def test_rematerializing_gives_byte_identical_rows(built, tiny_mind):
 def test_chunk_size_does_not_change_a_byte(built):
     t = _tables(built[0])
     day = dt.date(2019, 11, 14)
-    args = [t["interactions"], t["behaviors"], t["news"], t["text_embeddings"], read_table(built[0], "features.candidate_stats")]
+    recent = t["interactions"].filter(pl.col("date").is_between(day - dt.timedelta(days=1), day) & pl.col("clicked").is_not_null())
+    args = [t["interactions"], t["behaviors"], t["news"], t["text_embeddings"], read_table(built[0], "features.candidate_stats"),
+            recent.select("news_id", "time", "clicked")]
     whole = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days))
     pieces = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days, chunk_rows=7))
     assert pieces.equals(whole) and whole.height == t["interactions"].filter(pl.col("date") == day).height
@@ -94,3 +98,29 @@ def test_missing_articles_keep_their_rows_and_fail_the_share_check(tmp_path, rea
     assert all(e.passed for name, e in checks.items() if name != "missing_cross_features_share")
     events = result.asset_materializations_for_node("silver__training_examples")
     assert sum(e.metadata["rows_missing_news_features"].value for e in events) == silver.get_column("category").null_count()
+
+
+def test_recent_popularity_counts_labelled_shows_strictly_before_each_impression():
+    """Shows at the impression's very time, a microsecond either side of it and of each window's
+    start, on the day before, unlabelled: the counts equal a naive count over every show."""
+    day, rng = dt.date(2019, 11, 15), np.random.default_rng(5)
+    times = [dt.datetime(2019, 11, 15, h, m) for h, m in ((0, 0), (0, 30), (6, 0), (12, 0), (12, 0), (23, 59))]
+    tick = dt.timedelta(microseconds=1)
+    offsets = [dt.timedelta(0), tick, -tick] + [-dt.timedelta(hours=h) + e for h in (1, 6, 24) for e in (0 * tick, tick, -tick)]
+    shows = pl.DataFrame([
+        {"news_id": f"N{rng.integers(3)}", "time": times[rng.integers(len(times))] + offsets[rng.integers(len(offsets))],
+         "clicked": [None, True, False][rng.integers(3)]}
+        for _ in range(600)
+    ], schema={"news_id": pl.String, "time": pl.Datetime("us"), "clicked": pl.Boolean})
+    shows = shows.filter(pl.col("time").dt.date().is_between(day - dt.timedelta(days=1), day))  # what silver reads: D-1 .. D
+    rows = pl.DataFrame({"news_id": [f"N{i % 4}" for i in range(60)], "time": [times[i % len(times)] for i in range(60)]},
+                        schema={"news_id": pl.String, "time": pl.Datetime("us")})
+    counted = pl.DataFrame(RecentShows(shows.filter(pl.col("clicked").is_not_null()), rows, day).counts(rows))
+    labelled = [s for s in shows.iter_rows(named=True) if s["clicked"] is not None]
+    for row, got in zip(rows.iter_rows(named=True), counted.iter_rows(named=True)):
+        for name, hours in (("1h", 1), ("6h", 6), ("24h", 24)):
+            window = [s for s in labelled if s["news_id"] == row["news_id"]
+                      and row["time"] - dt.timedelta(hours=hours) <= s["time"] < row["time"]]
+            assert got[f"candidate_impressions_{name}"] == len(window), (row, name)
+            assert got[f"candidate_clicks_{name}"] == sum(s["clicked"] for s in window), (row, name)
+    assert counted.get_column("candidate_impressions_1h").sum() > 0 and counted.get_column("candidate_clicks_24h").sum() > 0

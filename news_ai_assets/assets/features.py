@@ -34,6 +34,8 @@ INTERACTIONS = dg.AssetKey(["features", "interactions"])
 LOOKBACK_AND_DAY = dg.TimeWindowPartitionMapping(
     start_offset=-SETTINGS.lookback_days, end_offset=0, allow_nonexistent_upstream_partitions=True
 )
+# Days D-1 .. D: the 24 hours before any time of D.
+PREVIOUS_AND_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
 # What the lookback window needs of bronze/behaviors: everything but the lists (history of D is read apart).
 WINDOW_BEHAVIOR_COLUMNS = ["date", "impression_id", "user_id", "time", "split", "impressions_count", "click_count",
                            "click_ratio", "day_of_week", "hour_of_day", "clicked_news"]

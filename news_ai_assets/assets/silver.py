@@ -18,7 +18,7 @@ from news_ai_assets.assets.common import (
     column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
     SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, unique_rows,
 )
-from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, window_behaviors
+from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
 from news_ai_assets.compute.silver import (
     CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
 )
@@ -45,7 +45,7 @@ def _wide_schema(first: pl.DataFrame, user_features: StoredDays, news_features: 
     group_name="silver",
     kinds={"duckdb", "polars"},
     ins={
-        "interactions": dg.AssetIn(INTERACTIONS),
+        "interactions": dg.AssetIn(INTERACTIONS, partition_mapping=PREVIOUS_AND_DAY),
         "candidate_stats": dg.AssetIn(["features", "candidate_stats"], partition_mapping=LOOKBACK_AND_DAY),
         "user_features": dg.AssetIn(["features", "user_features"]),
         "news_features": dg.AssetIn(["features", "news_features"]),
@@ -87,9 +87,12 @@ def training_examples(
             if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:
                 context.log.warning(f"{day}: {facts['rows_missing_news_features']} candidate rows lack news features and "
                                     f"{facts['rows_missing_embedding']} an embedding; they keep NULL cross features")
+            recent_shows = (interactions.scan().filter((pl.col("date") >= day - dt.timedelta(days=1)) & (pl.col("date") <= day)
+                                                       & pl.col("clicked").is_not_null())
+                            .select("news_id", "time", "clicked").collect())
             chunks = silver_for_day(
                 day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
-                candidate_stats.read(first, day), day, SETTINGS.lookback_days,
+                candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
             )
             head = next(chunks)
             if day == days[0]:

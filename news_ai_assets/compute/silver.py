@@ -18,6 +18,10 @@ D (W = lookback days):
   p, the CTR of all labelled impressions in the window (0 if none), with m = 20.
 - article_age_days: days from the first time c was shown in D-W..D to this impression (>= 0;
   the first showing is at or before this impression, so nothing later leaks in).
+  hours_since_first_seen: the same span in hours.
+- candidate_impressions_{1h,6h,24h}, candidate_clicks_{1h,6h,24h}: c's shows and clicks in
+  labelled impressions at times t with T - window <= t < T, T this impression's time (an
+  impression at the same time is not before it; the 24 h window reaches into D-1).
 
 Rows missing a source are counted and keep NULLs; no row is dropped. The computation runs in
 chunks of impressions, so a MIND-large day (~14 M rows) streams through bounded memory, and its
@@ -40,9 +44,12 @@ from news_ai_assets.compute.user_features import (
 
 PRIOR_WEIGHT = 20
 ID_COLUMNS = ["date", "impression_id", "user_id", "news_id", "time", "position", "split", "clicked"]
+POPULARITY_WINDOWS = {"1h": 1, "6h": 6, "24h": 24}  # hours before the impression
 CROSS_COLUMNS = [
     "user_category_ratio", "user_subcategory_ratio", "history_similarity",
     "candidate_impressions", "candidate_clicks", "candidate_ctr", "article_age_days",
+    *(f"candidate_{what}_{name}" for name in POPULARITY_WINDOWS for what in ("impressions", "clicks")),
+    "hours_since_first_seen",
 ]
 _NO_CATEGORY = "NULL if the candidate is missing from news.tsv or the user has no item with a known category"
 SILVER_DESCRIPTIONS = {
@@ -57,6 +64,11 @@ SILVER_DESCRIPTIONS = {
     "candidate_clicks": "Clicks on the candidate in labelled impressions of days D-W .. D-1.",
     "candidate_ctr": f"(candidate_clicks + {PRIOR_WEIGHT}·p) / (labelled shows + {PRIOR_WEIGHT}), p the window's CTR.",
     "article_age_days": "Days since the candidate's first showing in D-W .. D, at this impression's time (>= 0).",
+    **{f"candidate_{what}_{name}": f"{label} in labelled impressions during the {hours} h before this impression's time T "
+                                   "(T - window <= t < T; may reach into D-1)."
+       for name, hours in POPULARITY_WINDOWS.items()
+       for what, label in (("impressions", "Times the candidate was shown"), ("clicks", "Clicks on the candidate"))},
+    "hours_since_first_seen": "Hours since the candidate's first showing in D-W .. D, at this impression's time (>= 0).",
 }
 
 
@@ -163,13 +175,46 @@ def _similarity(
     return out
 
 
+class RecentShows:
+    """Labelled shows of D-1 and D, sorted by (article, time), with running click counts: how many
+    shows and clicks of an article fall in [T - window, T) is two binary searches."""
+
+    def __init__(self, shows: pl.DataFrame, articles: pl.DataFrame, day: dt.date):
+        self.origin = dt.datetime.combine(day - dt.timedelta(days=1), dt.time())
+        self.codes = articles.select("news_id").unique().with_row_index("article_code")
+        self.span = 3 * 86_400_000_000  # microseconds: D-1 .. D with room for T - 24 h
+        assert self.codes.height * self.span < 2**63, "too many articles in a day for 64-bit keys"
+        events = shows.join(self.codes, on="news_id").select(
+            self._key(pl.col("article_code"), pl.col("time")).alias("key"), pl.col("clicked").cast(pl.Int64)
+        ).sort("key")
+        self.keys = events.get_column("key").to_numpy()
+        self.clicks = np.concatenate([[0], np.cumsum(events.get_column("clicked").to_numpy())])
+
+    def _key(self, code: pl.Expr, time: pl.Expr) -> pl.Expr:
+        return code.cast(pl.Int64) * self.span + (time - pl.lit(self.origin)).dt.total_microseconds()
+
+    def counts(self, rows: pl.DataFrame) -> list[pl.Series]:
+        """Per row of `rows` (news_id, time): shows and clicks in each window before its time."""
+        coded = rows.select("news_id", "time").join(self.codes, on="news_id", how="left", maintain_order="left")
+        end = coded.select(self._key(pl.col("article_code"), pl.col("time"))).to_series().to_numpy()
+        before_end = np.searchsorted(self.keys, end, side="left")
+        out = []
+        for name, hours in POPULARITY_WINDOWS.items():
+            start = np.searchsorted(self.keys, end - hours * 3_600_000_000, side="left")
+            out += [pl.Series(f"candidate_impressions_{name}", before_end - start, dtype=pl.Int32),
+                    pl.Series(f"candidate_clicks_{name}", self.clicks[before_end] - self.clicks[start], dtype=pl.Int32)]
+        return out
+
+
 def silver_for_day(
     interactions: pl.DataFrame, behaviors: pl.DataFrame, news: pl.DataFrame, embeddings: pl.DataFrame,
-    daily_candidates: pl.DataFrame, day: dt.date, lookback_days: int, chunk_rows: int = 500_000,
+    daily_candidates: pl.DataFrame, recent_shows: pl.DataFrame, day: dt.date, lookback_days: int,
+    chunk_rows: int = 500_000,
 ) -> Iterator[pl.DataFrame]:
     """Silver's stored rows (identifiers, label, cross features) of `day` in chunks of about `chunk_rows`.
 
     interactions, embeddings: those tables for `day`.
+    recent_shows: news_id, time, clicked of the labelled interactions of D-1 and D.
     behaviors: bronze behaviors of days D-W .. D (history read for D only, clicked_news for D-W .. D-1).
     news: news_id, category, subcategory of D-W .. D.
     daily_candidates: candidate_stats of D-W .. D.
@@ -198,6 +243,7 @@ def silver_for_day(
         .join(candidates, on="news_id", how="left")
         .join(index, on="news_id", how="left")
     )
+    recent = RecentShows(recent_shows, per_article, day)
     for start in range(0, max(rows.height, 1), chunk_rows):
         chunk = (
             rows.slice(start, chunk_rows)
@@ -223,6 +269,9 @@ def silver_for_day(
             .cast(pl.Float32).alias("candidate_ctr"),
             ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 86_400_000_000)
             .cast(pl.Float32).alias("article_age_days"),
+            ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 3_600_000_000)
+            .cast(pl.Float32).alias("hours_since_first_seen"),
+            *recent.counts(chunk),
         ).select(*ID_COLUMNS, *CROSS_COLUMNS)
 
 
