@@ -233,13 +233,24 @@ def news_features(row: dict) -> dict:
     return out
 
 
+def _cosine_of_mean(history: list[list[float]], vector: list[float] | None) -> float | None:
+    """Cosine between the mean of `history` and `vector`; None when either is missing or zero."""
+    if not history or vector is None:
+        return None
+    mean = [sum(v[k] for v in history) / len(history) for k in range(len(history[0]))]
+    norms = math.sqrt(sum(x * x for x in mean)) * math.sqrt(sum(x * x for x in vector))
+    return max(-1.0, min(1.0, sum(a * b for a, b in zip(mean, vector)) / norms)) if norms > 0 else None
+
+
 def silver_rows(
     interactions: list[dict], user_features: dict, news_features: dict, embeddings: dict,
     behavior_rows: list[dict], categories: dict[str, tuple[str, str]], day: dt.date, lookback: int,
+    entity_vectors: dict,
 ) -> list[dict]:
     """Silver rows of `day`, one candidate at a time, from the definitions in compute/silver.py.
 
-    user_features: user_id -> row; news_features: news_id -> row; embeddings: news_id -> vector.
+    user_features: user_id -> row; news_features: news_id -> row; embeddings, entity_vectors:
+    news_id -> vector (articles with one).
     """
     start = day - dt.timedelta(days=lookback)
     window = [r for r in behavior_rows if start <= r["date"] < day]
@@ -259,13 +270,7 @@ def silver_rows(
         known = [categories[i] for i in items if i in categories]
         cat = news_features.get(news, {}).get("category")
         sub = news_features.get(news, {}).get("subcategory")
-        history_vectors = [embeddings[i] for i in histories[user] if i in embeddings]
-        similarity = None
-        if history_vectors and news in embeddings:
-            mean = [sum(v[k] for v in history_vectors) / len(history_vectors) for k in range(len(history_vectors[0]))]
-            norm = math.sqrt(sum(x * x for x in mean))
-            if norm > 0:
-                similarity = max(-1.0, min(1.0, sum(a * b for a, b in zip(mean, embeddings[news])) / norm))
+        similarity = _cosine_of_mean([embeddings[i] for i in histories[user] if i in embeddings], embeddings.get(news))
         shows = [(r, c) for r in window for c in r["impressions"] if c["news_id"] == news]
         labelled = [(r, c) for r, c in shows if r["click_count"] is not None]
         clicks = sum(1 for _, c in labelled if c["clicked"])
@@ -291,6 +296,8 @@ def silver_rows(
                 "article_age_days": (row["time"] - first_shown).total_seconds() / 86400,
                 "hours_since_first_seen": (row["time"] - first_shown).total_seconds() / 3600,
                 **recent,
+                "history_entity_similarity": _cosine_of_mean(
+                    [entity_vectors[i] for i in histories[user] if i in entity_vectors], entity_vectors.get(news)),
             }
         )
     return out
@@ -332,3 +339,34 @@ def impressions(behavior_rows: list[dict], articles: dict[str, dict], ids: dict[
             **{f"candidate{'' if v == 'news' else '_' + v}_index": [index(n, v) for n in candidates] for v in ids},
         })
     return out
+
+
+def entity_features(article: dict, vectors: dict[str, list[float]]) -> dict:
+    """Entity features of one parsed news.tsv row (parse_news_file), from the definitions in
+    compute/entity_features.py; vectors: WikidataId -> vector."""
+
+    def mean(found: list[list[float]]) -> list[float] | None:
+        return [sum(v[k] for v in found) / len(found) for k in range(len(found[0]))] if found else None
+
+    title = [e["wikidata_id"] for e in article["title_entities"]]
+    abstract = [e["wikidata_id"] for e in article["abstract_entities"]]
+    found = [vectors[e] for e in title + abstract if e in vectors]
+    return {
+        "entity_count": len(title + abstract),
+        "entities_with_vector": len(found),
+        "entity_vector_share": len(found) / len(title + abstract) if title + abstract else None,
+        "title_entity_embedding": mean([vectors[e] for e in title if e in vectors]),
+        "abstract_entity_embedding": mean([vectors[e] for e in abstract if e in vectors]),
+        "entity_embedding": mean(found),
+    }
+
+
+def read_vector_file(path: Path) -> dict[str, list[float]]:
+    """WikidataId -> vector of a well-formed entity_embedding.vec (the first line of an id wins)."""
+    vectors = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.rstrip().split("\t")
+            if fields[0]:
+                vectors.setdefault(fields[0], [float(x) for x in fields[1:]])
+    return vectors

@@ -6,6 +6,7 @@ import pytest
 
 from news_ai_assets.mind import sample
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
+from news_ai_assets_tests import reference
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,23 @@ def test_demo_has_mind_like_shapes(demo_mind):
 
     news, news_rejects, _ = read_news(splits)
     assert news_rejects.height == 0
-    assert news.get_column("category").n_unique() >= 14
+    assert news.get_column("category").n_unique() == 18
     assert 0.02 <= (news.get_column("abstract") == "").mean() <= 0.09
     assert news.filter(pl.col("title").str.starts_with('"')).height > 0
     assert news.filter(pl.col("title_entities").list.len() > 0).height > news.height / 3
+    assert news.filter(pl.col("title_entities").list.len() > 1).height > news.height / 10
+    assert news.filter(pl.col("abstract_entities").list.len() > 0).height > news.height / 3
+    assert news.filter(pl.col("title").str.contains("[0-9]") & pl.col("abstract").str.contains("[,:?!]")).height > news.height / 5
+
+
+def test_every_category_and_most_but_not_all_entity_vectors_in_each_split(tiny_mind):
+    for split in ["train", "dev", "test"]:
+        folder = tiny_mind / f"MINDsample_{split}"
+        news = reference.parse_news_file(folder / "news.tsv")
+        assert len({row["category"] for row in news.values()}) == 18, split
+        named = {e["wikidata_id"] for row in news.values() for e in row["title_entities"] + row["abstract_entities"]}
+        covered = named & reference.read_vector_file(folder / "entity_embedding.vec").keys()
+        assert 0.75 * len(named) <= len(covered) < len(named), split
 
 
 def test_every_split_has_all_three_files(tiny_mind):

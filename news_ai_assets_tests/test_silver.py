@@ -26,7 +26,7 @@ def built(tmp_path_factory, tiny_mind):
 
 def _tables(db) -> dict[str, pl.DataFrame]:
     names = ["bronze.behaviors", "bronze.news", "features.interactions", "features.user_features",
-             "features.news_features", "features.text_embeddings", "silver.training_examples"]
+             "features.news_features", "features.text_embeddings", "features.entity_features", "silver.training_examples"]
     return {name.split(".")[1]: read_table(db, name) for name in names}
 
 
@@ -43,6 +43,8 @@ def test_silver_rows_match_a_naive_reference_join(built, day):
         t["behaviors"].to_dicts(),
         {r["news_id"]: (r["category"], r["subcategory"]) for r in news.iter_rows(named=True)},
         day, SETTINGS.lookback_days,
+        {r["news_id"]: list(r["entity_embedding"]) for r in on_day["entity_features"].iter_rows(named=True)
+         if r["entity_embedding"] is not None},
     )
     silver = on_day["training_examples"]
     assert_rows_match(silver, expected, key=["split", "impression_id", "news_id"], tol=1e-5)
@@ -78,7 +80,8 @@ def test_chunk_size_does_not_change_a_byte(built):
     t = _tables(built[0])
     day = dt.date(2019, 11, 14)
     recent = t["interactions"].filter(pl.col("date").is_between(day - dt.timedelta(days=1), day) & pl.col("clicked").is_not_null())
-    args = [t["interactions"], t["behaviors"], t["news"], t["text_embeddings"], read_table(built[0], "features.candidate_stats"),
+    args = [t["interactions"], t["behaviors"], t["news"], t["text_embeddings"],
+            t["entity_features"].filter(pl.col("date") == day), read_table(built[0], "features.candidate_stats"),
             recent.select("news_id", "time", "clicked")]
     whole = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days))
     pieces = pl.concat(silver_for_day(*args, day, SETTINGS.lookback_days, chunk_rows=7))

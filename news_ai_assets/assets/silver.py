@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
+from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.common import (
     column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
     SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, unique_rows,
@@ -50,6 +51,7 @@ def _wide_schema(first: pl.DataFrame, user_features: StoredDays, news_features: 
         "user_features": dg.AssetIn(["features", "user_features"]),
         "news_features": dg.AssetIn(["features", "news_features"]),
         "text_embeddings": dg.AssetIn(["features", "text_embeddings"], metadata={"columns": ["date", "news_id", "embedding"]}),
+        "entity_features": dg.AssetIn(ENTITY_FEATURES, metadata={"columns": ["date", "news_id", "entity_embedding"]}),
         "behaviors": dg.AssetIn(BEHAVIORS, partition_mapping=LOOKBACK_AND_DAY),
         "news": dg.AssetIn(NEWS, partition_mapping=LOOKBACK_AND_DAY, metadata={"columns": ["date", "news_id", "category", "subcategory"]}),
     },
@@ -62,6 +64,7 @@ def training_examples(
     user_features: StoredDays,
     news_features: StoredDays,
     text_embeddings: StoredDays,
+    entity_features: StoredDays,
     behaviors: StoredDays,
     news: StoredDays,
     database: Database,
@@ -92,7 +95,7 @@ def training_examples(
                             .select("news_id", "time", "clicked").collect())
             chunks = silver_for_day(
                 day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
-                candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
+                entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
             )
             head = next(chunks)
             if day == days[0]:
@@ -132,9 +135,16 @@ silver_checks = [sql_checks(SILVER, [
             FROM {in_partitions(SILVER_TABLE)}""",
     ),
     SqlCheck(
-        "similarity_in_range", "history_similarity is a cosine: within [-1, 1].",
-        no_rows_where(SILVER_TABLE, "history_similarity NOT BETWEEN -1 AND 1", "out_of_range_rows",
-                      "min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity"),
+        "similarity_in_range", "history_similarity and history_entity_similarity are cosines: within [-1, 1].",
+        no_rows_where(SILVER_TABLE, "history_similarity NOT BETWEEN -1 AND 1 OR history_entity_similarity NOT BETWEEN -1 AND 1",
+                      "out_of_range_rows", "min(history_similarity) AS min_similarity, max(history_similarity) AS max_similarity"),
+    ),
+    SqlCheck(
+        "popularity_windows_nested", "Shows and clicks in the 1 h window are within the 6 h one, those within the 24 h "
+                                     "one; clicks never exceed shows.",
+        no_rows_where(SILVER_TABLE, "NOT (candidate_impressions_1h <= candidate_impressions_6h AND candidate_impressions_6h "
+                      "<= candidate_impressions_24h AND candidate_clicks_1h <= candidate_clicks_6h AND candidate_clicks_6h "
+                      "<= candidate_clicks_24h AND candidate_clicks_24h <= candidate_impressions_24h)", "inconsistent_rows"),
     ),
     SqlCheck(
         "features_finite",

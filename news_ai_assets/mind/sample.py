@@ -74,13 +74,33 @@ COMMON_WORDS = (
     "the a of to in for on with at by from new after over says year first could about "
     "more just people how why what this here most best its their week day time world"
 ).split()
-ENTITIES = [
-    ("National Football League", "O"), ("Donald Trump", "P"), ("New York City", "G"),
-    ("Los Angeles Lakers", "O"), ("Tesla, Inc.", "O"), ("Thanksgiving", "O"),
-    ("Federal Reserve", "O"), ("California", "G"), ("Taylor Swift", "P"),
-    ("Dallas Cowboys", "O"), ("Amazon (company)", "O"), ("Texas", "G"),
-    ("Prince Harry", "P"), ("Netflix", "O"), ("Chicago", "G"), ("LeBron James", "P"),
-]
+# Knowledge-graph entities per category (label, type); every entity has a WikidataId Q<1000 + index>.
+CATEGORY_ENTITIES = {
+    "news": [("Donald Trump", "P"), ("Congress", "O"), ("California", "G"), ("Texas", "G"), ("FBI", "O"),
+             ("New York City", "G"), ("Supreme Court", "O"), ("Chicago", "G")],
+    "sports": [("National Football League", "O"), ("Dallas Cowboys", "O"), ("LeBron James", "P"),
+               ("Los Angeles Lakers", "O"), ("Tom Brady", "P"), ("New England Patriots", "O"), ("NCAA", "O")],
+    "finance": [("Federal Reserve", "O"), ("Amazon (company)", "O"), ("Wall Street", "G"), ("Apple Inc.", "O"),
+                ("Walmart", "O")],
+    "foodanddrink": [("Thanksgiving", "O"), ("McDonald's", "O"), ("Starbucks", "O"), ("Costco", "O")],
+    "lifestyle": [("Prince Harry", "P"), ("Meghan, Duchess of Sussex", "P"), ("Queen Elizabeth II", "P"),
+                  ("Christmas", "O")],
+    "travel": [("Walt Disney World", "G"), ("Hawaii", "G"), ("Las Vegas", "G"), ("Delta Air Lines", "O")],
+    "video": [("YouTube", "O"), ("Instagram", "O")],
+    "weather": [("National Weather Service", "O"), ("Great Lakes", "G"), ("Colorado", "G")],
+    "health": [("Centers for Disease Control and Prevention", "O"), ("Mayo Clinic", "O"), ("Cancer", "O")],
+    "autos": [("Tesla, Inc.", "O"), ("Ford Motor Company", "O"), ("General Motors", "O"), ("Toyota", "O")],
+    "tv": [("Netflix", "O"), ("The Voice", "O"), ("HBO", "O")],
+    "music": [("Taylor Swift", "P"), ("Country Music Association Awards", "O"), ("Kanye West", "P")],
+    "movies": [("Marvel Studios", "O"), ("Star Wars", "O"), ("Frozen II", "O")],
+    "entertainment": [("Kim Kardashian", "P"), ("Jennifer Aniston", "P")],
+    "kids": [("LEGO", "O")],
+    "middleeast": [("Saudi Arabia", "G")],
+    "northamerica": [("Canada", "G")],
+    "games": [("PlayStation 4", "O")],
+}
+ENTITIES = [(label, kind, category) for category, pool in CATEGORY_ENTITIES.items() for label, kind in pool]
+ENTITY_VECTOR_SHARE = 0.9  # of the entities a split names, those its entity_embedding.vec covers (MIND: most, not all)
 HOUR_WEIGHTS = np.array(
     [2, 1.5, 1, 1, 1, 1.5, 3, 5, 6, 6.5, 6, 5.5, 6, 5.5, 5, 5, 5, 5.5, 6, 6.5, 6, 5, 4, 3]
 )
@@ -116,7 +136,7 @@ class _World:
     publish_day: np.ndarray  # days relative to FIRST_DAY; negative = before the log starts
     popularity: np.ndarray  # unnormalised Zipf weights
     user_activity: np.ndarray  # probability per user
-    favourite_category: np.ndarray  # per user: the category of their first history article, or -1
+    category_profile: np.ndarray  # per user and category: the share of the user's history in it
     history_offsets: np.ndarray  # per user, into history_items
     history_items: np.ndarray
 
@@ -157,19 +177,31 @@ def _build_world(scale: Scale, rng: np.random.Generator) -> _World:
     # Heavy-tailed history lengths, median ~19, ~2.5% empty, as in MIND.
     lengths = np.clip(np.round(rng.lognormal(np.log(19), 1.0, size=scale.users)), 1, 400).astype(np.int64)
     lengths[rng.random(scale.users) < 0.025] = 0
+    # Every category has an article that predates the log, in the histories of the most active users,
+    # so even the tiny sample's news.tsv holds all 18 categories.
+    category[: len(CATEGORIES)] = np.arange(len(CATEGORIES))
+    subcategory[: len(CATEGORIES)] = 0
+    publish_day[: len(CATEGORIES)] = -1
     old = np.flatnonzero(publish_day < 0)
     owners, items = _distinct_draws(lengths, old, popularity[old], rng)
+    most_active = np.argsort(-activity, kind="stable")[:3]
+    forced = np.arange(len(CATEGORIES))
+    owners, items = np.concatenate([owners, most_active[forced % 3]]), np.concatenate([items, forced])
+    order = np.argsort(owners, kind="stable")
+    owners, items = owners[order], items[order]
+    keep = np.unique(owners * scale.news + items, return_index=True)[1]  # an article once per history
+    owners, items = owners[np.sort(keep)], items[np.sort(keep)]
     lengths = np.bincount(owners, minlength=scale.users)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    first_item = items[np.minimum(offsets[:-1], max(len(items) - 1, 0))] if len(items) else np.zeros(scale.users, int)
+    profile = np.zeros((scale.users, len(CATEGORIES)), dtype=np.float32)
+    np.add.at(profile, (owners, category[items]), 1.0)
     return _World(
         category=category,
         subcategory=subcategory,
         publish_day=publish_day,
         popularity=popularity,
         user_activity=activity / activity.sum(),
-        favourite_category=np.where(lengths > 0, category[first_item], -1),
-        history_offsets=offsets,
+        category_profile=profile / np.maximum(lengths, 1)[:, None],
+        history_offsets=np.concatenate([[0], np.cumsum(lengths)]),
         history_items=items,
     )
 
@@ -229,9 +261,10 @@ def _behaviour_chunk(world, split, day, first_id, n, rng) -> tuple[pl.DataFrame,
     cand_rows, cand_items = _candidates(world, day_index, n, rng)
     cand_tokens = pl.select(_id_column("N", cand_items)).to_series()
     if split != "test":
-        # Users click popular articles, and articles of their favourite category, more often.
-        favourite = world.category[cand_items] == world.favourite_category[users[cand_rows]]
-        weights = np.sqrt(world.popularity[cand_items]) * np.where(favourite, 4.0, 1.0)
+        # Users click popular articles more often, and articles like those in their history: the
+        # weight grows with the share of the history in the candidate's category.
+        affinity = world.category_profile[users[cand_rows], world.category[cand_items]]
+        weights = np.sqrt(world.popularity[cand_items]) * (1.0 + 8.0 * affinity)
         labels = pl.Series(_clicks(cand_rows, weights, n, rng)).cast(pl.String)
         cand_tokens = pl.select(pl.concat_str([cand_tokens, pl.lit("-"), labels])).to_series()
 
@@ -250,67 +283,93 @@ def _behaviour_chunk(world, split, day, first_id, n, rng) -> tuple[pl.DataFrame,
     return frame, referenced
 
 
+NUMBERS = ["2", "3", "5", "7", "10", "12", "20", "25", "100", "2019", "2020", "$1.5 million", "40%", "No. 1", "24/7"]
+PUNCTUATION = [",", ":", "?", "!", "'s", " -", ";"]
+
+
+def _words(topic: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    """Topic and common words, with digits and punctuation as news text has them."""
+    words = rng.choice(topic + COMMON_WORDS, size=count).tolist()
+    for _ in range(rng.binomial(count, 0.12)):
+        words[rng.integers(count)] = NUMBERS[rng.integers(len(NUMBERS))]
+    for _ in range(rng.binomial(count, 0.08)):
+        position = rng.integers(count)
+        words[position] += PUNCTUATION[rng.integers(len(PUNCTUATION))]
+    return words
+
+
+def _entities_of(world: _World, i: int, count: int, rng: np.random.Generator) -> list[int]:
+    """Distinct entity indices for an article: mostly of its category, sometimes any."""
+    own = [k for k, e in enumerate(ENTITIES) if e[2] == CATEGORIES[world.category[i]][0]]
+    picks = [own[rng.integers(len(own))] if rng.random() < 0.8 else int(rng.integers(len(ENTITIES))) for _ in range(count)]
+    return list(dict.fromkeys(picks))
+
+
+def _with_entities(words: list[str], entities: list[int], rng: np.random.Generator) -> tuple[str, list[dict]]:
+    """The words with the entities' labels placed among them, and MIND's entity list for the text."""
+    for k in entities:
+        words.insert(int(rng.integers(len(words) + 1)), ENTITIES[k][0])
+    text = " ".join(words)
+    found = []
+    for k in entities:
+        label, kind, _ = ENTITIES[k]
+        found.append({"Label": label, "Type": kind, "WikidataId": f"Q{1000 + k}", "Confidence": round(float(rng.uniform(0.6, 1.0)), 3),
+                      "OccurrenceOffsets": [text.index(label)], "SurfaceForms": [label]})
+    return text, found
+
+
 def _title_and_abstract(world: _World, i: int, rng: np.random.Generator):
     cat = CATEGORIES[world.category[i]][0]
     topic = TOPIC_WORDS[cat].split()
-    words = rng.choice(topic + COMMON_WORDS, size=rng.integers(5, 13)).tolist()
-    entity = None
-    if rng.random() < 0.6:
-        entity = ENTITIES[rng.integers(len(ENTITIES))]
-        words = [entity[0]] + words
-    title = " ".join(words)
+    title_entities = _entities_of(world, i, int(rng.choice(4, p=[0.35, 0.35, 0.2, 0.1])), rng)
+    title, title_found = _with_entities(_words(topic, int(rng.integers(5, 13)), rng), title_entities, rng)
     title = title[0].upper() + title[1:]
     if rng.random() < 0.02:
         title = f'"{title}," officials say'
     if rng.random() < 0.01:
         title += " 🎄 café"
-    abstract = ""
+    abstract, abstract_found = "", []
     if rng.random() >= 0.05:
         sentences = [
-            " ".join(rng.choice(topic + COMMON_WORDS, size=rng.integers(6, 16)).tolist()).capitalize() + "."
+            " ".join(_words(topic, int(rng.integers(6, 16)), rng)).capitalize() + str(rng.choice([".", ".", ".", "!", "?"]))
             for _ in range(rng.integers(1, 4))
         ]
-        abstract = " ".join(sentences)
-    return title, abstract, entity
+        abstract_entities = _entities_of(world, i, int(rng.choice(5, p=[0.3, 0.3, 0.2, 0.12, 0.08])), rng)
+        abstract, abstract_found = _with_entities(" ".join(sentences).split(" "), abstract_entities, rng)
+    return title, abstract, title_found, abstract_found
 
 
-def _entity_json(entity, qid: int) -> str:
-    if entity is None:
-        return "[]"
-    return json.dumps(
-        [
-            {
-                "Label": entity[0], "Type": entity[1], "WikidataId": f"Q{qid}",
-                "Confidence": 1.0, "OccurrenceOffsets": [0], "SurfaceForms": [entity[0]],
-            }
-        ]
-    )
-
-
-def _write_news(world: _World, articles: np.ndarray, path: Path, seed: int) -> None:
-    lines = []
+def _write_news(world: _World, articles: np.ndarray, path: Path, seed: int) -> set[int]:
+    """Writes news.tsv for `articles`; returns the entities their titles and abstracts name."""
+    lines, named = [], set()
     for i in articles:
         rng = np.random.default_rng([seed, 1, int(i)])  # an article reads the same in every split
-        title, abstract, entity = _title_and_abstract(world, int(i), rng)
+        title, abstract, title_entities, abstract_entities = _title_and_abstract(world, int(i), rng)
+        named.update(int(e["WikidataId"][1:]) - 1000 for e in title_entities + abstract_entities)
         cat, _, subs = CATEGORIES[world.category[i]]
-        qid = 1000 + ENTITIES.index(entity) if entity else 0
-        lines.append(
-            "\t".join(
-                [
-                    f"N{i + 1}", cat, subs[world.subcategory[i]], title, abstract,
-                    f"https://assets.msn.com/labs/mind/AA{i + 1:06d}.html",
-                    _entity_json(entity, qid), "[]",
-                ]
-            )
-        )
+        lines.append("\t".join([
+            f"N{i + 1}", cat, subs[world.subcategory[i]], title, abstract,
+            f"https://assets.msn.com/labs/mind/AA{i + 1:06d}.html",
+            json.dumps(title_entities) if title_entities else "[]", json.dumps(abstract_entities) if abstract_entities else "[]",
+        ]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return named
 
 
-def _write_entity_vectors(path: Path, rng: np.random.Generator) -> None:
-    vectors = rng.normal(0, 0.1, size=(len(ENTITIES), 100))
-    path.write_text(
-        "".join(f"Q{1000 + k}\t" + "\t".join(f"{v:.6f}" for v in vec) + "\n" for k, vec in enumerate(vectors))
-    )
+def _entity_vectors(seed: int) -> np.ndarray:
+    """One 100-float vector per entity, the same in every split: its category's direction plus noise,
+    so entities of one category lie close together, as TransE vectors of related entities do."""
+    rng = np.random.default_rng([seed, 2])
+    directions = rng.normal(0, 0.1, size=(len(CATEGORIES), 100))
+    category = np.array([[c[0] for c in CATEGORIES].index(e[2]) for e in ENTITIES])
+    return directions[category] + rng.normal(0, 0.05, size=(len(ENTITIES), 100))
+
+
+def _write_entity_vectors(path: Path, named: set[int], seed: int) -> None:
+    """The vectors of most of the entities the split names: each is left out with a fixed chance."""
+    vectors = _entity_vectors(seed)
+    kept = [k for k in sorted(named) if np.random.default_rng([seed, 3, k]).random() < ENTITY_VECTOR_SHARE]
+    path.write_text("".join(f"Q{1000 + k}\t" + "\t".join(f"{v:.6f}" for v in vectors[k]) + "\n" for k in kept))
 
 
 def generate(out_dir: Path, scale: str = "demo", seed: int = 7) -> list[Path]:
@@ -338,8 +397,8 @@ def generate(out_dir: Path, scale: str = "demo", seed: int = 7) -> list[Path]:
                     referenced[refs] = True
                     next_id += n
             log.info("wrote %s impressions to %s", f"{next_id - 1:,}", split_dir / "behaviors.tsv")
-        _write_news(world, np.flatnonzero(referenced), split_dir / "news.tsv", seed)
-        _write_entity_vectors(split_dir / "entity_embedding.vec", np.random.default_rng([seed, 2]))
+        named = _write_news(world, np.flatnonzero(referenced), split_dir / "news.tsv", seed)
+        _write_entity_vectors(split_dir / "entity_embedding.vec", named, seed)
         written.append(split_dir)
     return written
 

@@ -1,0 +1,116 @@
+"""Reads MIND's knowledge-graph vectors: `entity_embedding.vec` and `relation_embedding.vec` of
+each split, a WikidataId and its 100 TransE floats per line, tab separated (trailing whitespace
+ignored). Not every split ships them (the real-row subset has none): a missing file is reported,
+never filled in. Every line is a vector, a counted reject (with its reason and raw text) or blank.
+The same id in several splits carries the same vector; where they disagree, the earliest split's
+is kept and the id counted as conflicting. Plain Polars/NumPy; knows nothing of Dagster.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from news_ai_assets.mind.reader import REJECT_SCHEMA, SplitDir
+
+DIMENSION = 100
+VECTOR_FILES = {"entity": "entity_embedding.vec", "relation": "relation_embedding.vec"}
+
+
+@dataclass(frozen=True)
+class VectorFile:
+    split: str
+    path: Path
+    kind: str  # entity or relation
+
+
+@dataclass(frozen=True)
+class Vectors:
+    vectors: pl.DataFrame  # wikidata_id, vector (FLOAT[100]): each id once
+    rejects: pl.DataFrame  # REJECT_SCHEMA, every rejected line of the files read
+    lines: int  # non-blank lines read
+    conflicting_ids: int  # ids whose vectors differ between splits (the earliest split's kept)
+
+
+def vector_files(splits: list[SplitDir], kind: str) -> tuple[list[VectorFile], list[str]]:
+    """The splits' files of `kind`, and the splits that have none."""
+    found, missing = [], []
+    for split in splits:
+        path = split.path / VECTOR_FILES[kind]
+        if path.is_file():
+            found.append(VectorFile(split.split, path, kind))
+        else:
+            missing.append(f"{split.split} ({path})")
+    return found, missing
+
+
+def fingerprint(files: list[VectorFile]) -> str:
+    """The SHA-256 of the files' contents, in order: features computed from them are keyed by it,
+    so changed vectors give new features and unchanged ones are computed once."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.split}\0{file.kind}\0".encode())
+        with open(file.path, "rb") as handle:
+            while chunk := handle.read(16 * 1024 * 1024):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _decoded(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _parse_file(file: VectorFile) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Good rows (wikidata_id, vector, line) and rejects of one file, and its non-blank lines."""
+    raw = file.path.read_bytes().split(b"\n")
+    lines = pl.DataFrame({"text": [_decoded(line) for line in raw],
+                          "raw": [line.decode("utf-8", "backslashreplace") for line in raw]}).with_row_index("line", offset=1)
+    text = pl.col("text")
+    fields = text.str.strip_chars_end(" \t\r").str.split("\t")
+    values = fields.list.slice(1).list.eval(pl.element().cast(pl.Float32, strict=False))
+    checked = lines.with_columns(fields.list.first().alias("wikidata_id"), values.alias("vector")).filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars(" \t\r") != "")).with_columns(
+        pl.when(pl.col("text").is_null()).then(pl.lit("invalid UTF-8"))
+        .when(pl.col("vector").list.len() != DIMENSION).then(pl.lit(f"expected a WikidataId and {DIMENSION} values"))
+        .when(~pl.col("wikidata_id").str.contains(r"^Q[0-9]+$")).then(pl.lit("malformed WikidataId"))
+        .when(pl.col("vector").list.eval(pl.element().is_null() | ~pl.element().is_finite()).list.any())
+        .then(pl.lit("a value is not a finite number"))
+        .alias("reason")
+    )
+    good = checked.filter(pl.col("reason").is_null())
+    # An id listed twice in one file: once if the lines agree, rejected if they don't.
+    versions = good.group_by("wikidata_id").agg(pl.col("vector").n_unique().alias("versions"))
+    conflicting = versions.filter(pl.col("versions") > 1).get_column("wikidata_id")
+    checked = checked.with_columns(
+        pl.when(pl.col("reason").is_null() & pl.col("wikidata_id").is_in(conflicting.implode()))
+        .then(pl.lit("conflicting lines share one WikidataId")).otherwise(pl.col("reason")).alias("reason")
+    )
+    rejects = checked.filter(pl.col("reason").is_not_null()).select(
+        pl.lit(str(file.path)).alias("source_file"), pl.col("line").cast(pl.Int64), "reason",
+        pl.col("raw").str.strip_chars_end("\r").alias("raw_line"),
+    ).cast(REJECT_SCHEMA)
+    good = checked.filter(pl.col("reason").is_null()).unique("wikidata_id", keep="first", maintain_order=True)
+    return good.select("wikidata_id", "vector", "line"), rejects, checked.height
+
+
+def read_vectors(files: list[VectorFile]) -> Vectors:
+    """The vectors of `files` (one kind, splits in train, dev, test order), each id once."""
+    parsed, rejects, lines = [], [], 0
+    for order, file in enumerate(files):
+        good, bad, count = _parse_file(file)
+        parsed.append(good.with_columns(pl.lit(order).alias("order")))
+        rejects.append(bad)
+        lines += count
+    if not parsed:
+        return Vectors(pl.DataFrame(schema={"wikidata_id": pl.String, "vector": pl.Array(pl.Float32, DIMENSION)}),
+                       pl.DataFrame(schema=REJECT_SCHEMA), 0, 0)
+    every = pl.concat(parsed).sort("order", "line")
+    conflicting = every.group_by("wikidata_id").agg(pl.col("vector").n_unique().alias("versions")) \
+        .filter(pl.col("versions") > 1).height
+    vectors = every.unique("wikidata_id", keep="first", maintain_order=True).select(
+        "wikidata_id", pl.col("vector").list.to_array(DIMENSION)
+    )
+    return Vectors(vectors, pl.concat(rejects), lines, conflicting)

@@ -1,0 +1,91 @@
+"""Entity vectors and entity features: the reader's accounting of every line, the features against
+the reference, and a split without entity_embedding.vec (the real-row subset has none)."""
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from news_ai_assets.compute.entity_features import entity_features
+from news_ai_assets.mind.entities import DIMENSION, VectorFile, read_vectors
+from news_ai_assets_tests import reference
+from news_ai_assets_tests.compare import assert_rows_match
+from news_ai_assets_tests.pipeline import materialize, read_table
+
+
+def _line(wikidata_id: str, value: float, end: str = "\n") -> bytes:
+    return (wikidata_id + "".join(f"\t{value + k / 1000:.6f}" for k in range(DIMENSION)) + end).encode()
+
+
+def test_every_line_is_a_vector_a_counted_reject_or_blank(tmp_path):
+    good = _line("Q1", 0.1) + _line("Q2", 0.2, "\t\n") + _line("Q3", 0.3, "\r\n") + b"\n  \n"
+    duplicate = _line("Q1", 0.1)  # the same line again: kept once
+    bad = {
+        _line("Q4", 0.4).replace(b"\t0.400000", b"", 1): f"expected a WikidataId and {DIMENSION} values",
+        _line("X5", 0.5): "malformed WikidataId",
+        _line("Q6", 0.6).replace(b"0.601000", b"nan"): "a value is not a finite number",
+        _line("Q7", 0.7).replace(b"0.701000", b"1e400"): "a value is not a finite number",
+        _line("Q8", 0.8).replace(b"0.801000", b"abc"): "a value is not a finite number",
+        b"Q9\t\xff\xfe\n": "invalid UTF-8",
+    }
+    conflicting = _line("Q10", 0.1) + _line("Q10", 0.2)
+    path = tmp_path / "entity_embedding.vec"
+    path.write_bytes(good + duplicate + b"".join(bad) + conflicting)
+    read = read_vectors([VectorFile("train", path, "entity")])
+    assert read.vectors.get_column("wikidata_id").to_list() == ["Q1", "Q2", "Q3"]
+    assert read.vectors.get_column("vector").to_list()[1][:2] == pytest.approx([0.2, 0.201])
+    rejects = read.rejects.sort("line")
+    assert rejects.get_column("reason").to_list() == [*bad.values(), *["conflicting lines share one WikidataId"] * 2]
+    assert rejects.get_column("line").to_list() == list(range(7, 15))  # 4 good lines (one repeated) and 2 blank first
+    assert read.lines == 3 + 1 + len(bad) + 2  # non-blank: 3 good, the repeat, 6 malformed, 2 conflicting
+    assert "\\xff\\xfe" in rejects.filter(pl.col("reason") == "invalid UTF-8").item(0, "raw_line")
+
+
+def test_an_id_in_several_splits_is_kept_once_and_disagreement_is_counted(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "e.vec").write_bytes(_line("Q1", 0.1) + _line("Q2", 0.2))
+    (tmp_path / "b" / "e.vec").write_bytes(_line("Q1", 0.1) + _line("Q2", 0.9) + _line("Q3", 0.3))
+    read = read_vectors([VectorFile("train", tmp_path / "a" / "e.vec", "entity"),
+                         VectorFile("dev", tmp_path / "b" / "e.vec", "entity")])
+    assert read.vectors.get_column("wikidata_id").to_list() == ["Q1", "Q2", "Q3"]
+    assert read.vectors.get_column("vector").to_list()[1][0] == pytest.approx(0.2)  # the earliest split's
+    assert read.conflicting_ids == 1 and read.rejects.height == 0
+
+
+def test_entity_features_match_the_reference_on_the_generated_sample(tmp_path, tiny_mind):
+    """With a third of the vectors removed, so that articles have entities with and without one."""
+    train = tiny_mind / "MINDsample_train"
+    vectors = reference.read_vector_file(train / "entity_embedding.vec")
+    kept = {k: v for i, (k, v) in enumerate(sorted(vectors.items())) if i % 3}
+    partial = tmp_path / "entity_embedding.vec"
+    partial.write_text("".join(k + "".join(f"\t{x:.6f}" for x in v) + "\n" for k, v in kept.items()))
+    articles = reference.parse_news_file(train / "news.tsv")
+    entities = pl.List(pl.Struct({"wikidata_id": pl.String}))
+    frame = pl.DataFrame(
+        [{"article_key": k, **{f: [{"wikidata_id": e["wikidata_id"]} for e in a[f]] for f in ("title_entities", "abstract_entities")}}
+         for k, a in articles.items()],
+        schema={"article_key": pl.String, "title_entities": entities, "abstract_entities": entities},
+    )
+    got = entity_features(frame, read_vectors([VectorFile("train", partial, "entity")]).vectors, "source")
+    expected = [{"article_key": k, **reference.entity_features(a, kept)} for k, a in articles.items()]
+    assert_rows_match(got, expected, key=["article_key"])
+    share = got.get_column("entity_vector_share")
+    assert share.drop_nulls().min() < 1 and share.drop_nulls().max() > 0 and share.null_count() > 0
+    assert got.get_column("abstract_entity_embedding").drop_nulls().len() > 0
+
+
+def test_without_entity_files_the_features_say_so_and_invent_nothing(tmp_path, real_mind):
+    db = tmp_path / "r.duckdb"
+    result = materialize(db, real_mind, "2019-11-09", "2019-11-10",
+                         selection=["bronze/behaviors", "bronze/news", "features/entity_features"])
+    features = read_table(db, "features.entity_features")
+    with_entities = features.filter(pl.col("entity_count") > 0)
+    assert with_entities.height > 0 and features.get_column("entity_embedding").null_count() == features.height
+    assert with_entities.get_column("entity_vector_share").unique().to_list() == [0.0]
+    events = result.asset_materializations_for_node("features__entity_features")
+    assert "entity_embedding.vec" in events[0].metadata["source_entity_files_missing"].value
+    per_day = {e.partition: e.metadata["entities_without_vector"].value for e in events}
+    for day, missing in per_day.items():
+        on_day = with_entities.filter(pl.col("date") == dt.date.fromisoformat(day))
+        assert missing == on_day.get_column("entity_count").sum() > 0
+    assert all(e.passed for e in result.get_asset_check_evaluations())
