@@ -5,20 +5,21 @@ import datetime as dt
 import dagster as dg
 from dagster_deltalake import LocalConfig, S3Config
 
-from news_ai_assets.assets import bronze, entities, features, impressions, silver
+from news_ai_assets.assets import bronze, entities, features, gold, impressions, silver
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
 from news_ai_assets.storage import Database, DuckDBDatabase, DuckDBPolarsIOManager
 
-all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, impressions])
+all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, impressions, gold])
 all_checks = [*bronze.bronze_checks, *features.feature_checks, *entities.entity_checks, *silver.silver_checks,
               *impressions.impression_checks]
 
 mind_features_job = dg.define_asset_job(
     "mind_features_job",
-    selection=dg.AssetSelection.all(),
-    description="Every asset of the graph for the selected day(s).",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("gold"),
+    description="Every daily asset of the graph for the selected day(s) (the evaluation, which reads the train and "
+                "dev days, is materialised apart).",
 )
 
 

@@ -13,22 +13,31 @@ from news_ai_assets.definitions import all_assets, all_checks
 from news_ai_assets.storage import connect
 from news_ai_assets_tests.conftest import pipeline_resources
 
-ALL_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/candidate_stats", "features/user_features",
-              "features/news_features", "features/text_embeddings", "silver/training_examples"]
+PARTITIONED_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/candidate_stats",
+                      "features/user_features", "features/news_features", "features/text_embeddings",
+                      "features/entity_features", "features/vocabulary", "silver/training_examples", "silver/impressions"]
+ALL_ASSETS = [*PARTITIONED_ASSETS, "gold/ranker_evaluation"]
 
 
 def materialize(
     database: Path, mind_dir: Path, first: str, last: str | None = None, *, selection=None,
     instance: dg.DagsterInstance | None = None, raise_on_error: bool = True, delta_uri: str | None = None,
 ):
-    """One partition, or first..last (inclusive) as one run, as a UI backfill launches it."""
+    """One partition, or first..last (inclusive) as one run, as a UI backfill launches it; every
+    daily asset unless `selection` says otherwise."""
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last} if last else {}
     result = dg.materialize(
-        [*all_assets, *all_checks], selection=selection, resources=pipeline_resources(database, mind_dir, delta_uri),
+        [*all_assets, *all_checks], selection=selection or PARTITIONED_ASSETS, resources=pipeline_resources(database, mind_dir, delta_uri),
         partition_key=None if last else first, tags=tags, instance=instance, raise_on_error=raise_on_error,
     )
     assert result.success or not raise_on_error
     return result
+
+
+def evaluate(database: Path, mind_dir: Path, raise_on_error: bool = True):
+    """gold/ranker_evaluation alone (it is not partitioned), on what the database holds."""
+    return dg.materialize([*all_assets, *all_checks], selection=["gold/ranker_evaluation"],
+                          resources=pipeline_resources(database, mind_dir), raise_on_error=raise_on_error)
 
 
 def failure_messages(result) -> list[str]:

@@ -370,3 +370,24 @@ def read_vector_file(path: Path) -> dict[str, list[float]]:
             if fields[0]:
                 vectors.setdefault(fields[0], [float(x) for x in fields[1:]])
     return vectors
+
+
+def ranking_metrics(candidates: list[dict]) -> dict | None:
+    """MIND's per-impression metrics of one impression's candidates ({position, clicked, score});
+    None when it has no clicked or no unclicked candidate."""
+    labels = [int(c["clicked"]) for c in sorted(candidates, key=lambda c: (-c["score"], c["position"]))]
+    positives = [c["score"] for c in candidates if c["clicked"]]
+    negatives = [c["score"] for c in candidates if not c["clicked"]]
+    if not positives or not negatives:
+        return None
+
+    def dcg(ranked: list[int], k: int) -> float:
+        return sum((2**label - 1) / math.log2(i + 2) for i, label in enumerate(ranked[:k]))
+
+    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives]
+    return {
+        "group_auc": sum(pairs) / len(pairs),
+        "mrr": sum(label / (i + 1) for i, label in enumerate(labels)) / sum(labels),
+        "ndcg_5": dcg(labels, 5) / dcg(sorted(labels, reverse=True), 5),
+        "ndcg_10": dcg(labels, 10) / dcg(sorted(labels, reverse=True), 10),
+    }

@@ -81,7 +81,7 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
                 features = compute_entity_features(articles, vectors["entity"].vectors, source)
                 added = database.add_new_rows(*ARTICLE_ENTITY_FEATURES, features, ["article_key", "entity_source"])
             counts = features.select(pl.col("entity_count").sum(), pl.col("entities_with_vector").sum()).row(0)
-            shown = articles.select("news_id", "article_key").join(features, on="article_key").drop("entity_source")
+            shown = articles.select("date", "news_id", "article_key").join(features, on="article_key").drop("entity_source")
             day_metadata(context, day, {
                 "articles": articles.height,
                 "articles_with_entities": int((features.get_column("entity_count") > 0).sum()),

@@ -81,7 +81,7 @@ def impressions(context: dg.AssetExecutionContext, behaviors: StoredDays, news: 
             "histories_truncated": int((rows.get_column("history_length") > SETTINGS.history_size).sum()),
             "unknown_history_articles": int(rows.get_column("history_index").explode().eq(0).sum() or 0),
             "unknown_candidates": int(rows.get_column("candidate_index").explode().eq(0).sum() or 0),
-            "preview": preview(rows.select("split", "impression_id", "user_id", "history_length", "history",
+            "preview": preview(rows.select("date", "split", "impression_id", "user_id", "history_length", "history",
                                            "candidates", "labels", "candidate_index")),
         },
         IMPRESSION_DESCRIPTIONS,

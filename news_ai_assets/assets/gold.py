@@ -1,0 +1,102 @@
+"""Gold layer: evidence that the features work, recomputed whenever silver changes."""
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from news_ai_assets.assets.common import peak_rss_mib, preview
+from news_ai_assets.assets.silver import SILVER
+from news_ai_assets.compute.evaluation import (
+    MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, summary,
+)
+from news_ai_assets.settings import SETTINGS
+from news_ai_assets.storage import Database, require_written
+
+EVALUATION = dg.AssetKey(["gold", "ranker_evaluation"])
+SCORE_BATCH_ROWS = 500_000
+POPULARITY = "candidate_ctr"  # the baseline's score: the candidate's smoothed CTR over the lookback window
+
+
+def _split_days(conn, split: str) -> list:
+    """The partition days on which the raw files hold impressions of `split` (decided from the data)."""
+    return [day for (day,) in conn.execute(
+        "SELECT DISTINCT date FROM bronze.source_days WHERE split = ? AND date BETWEEN ? AND ? ORDER BY date",
+        [split, SETTINGS.start_date, SETTINGS.end_date],
+    ).fetchall()]
+
+
+def _days(conn, location: str) -> tuple[list, list]:
+    train, dev = _split_days(conn, "train"), _split_days(conn, "dev")
+    if not train or not dev:
+        raise dg.Failure(
+            f"The evaluation trains on the train split's days and scores the dev split's, but the raw MIND files hold "
+            f"{'no train' if not train else 'train'} and {'no dev' if not dev else 'dev'} impressions between "
+            f"{SETTINGS.start_date} and {SETTINGS.end_date}. Configure a MIND folder with both splits."
+        )
+    require_written(conn, "silver", "cross_features", train + dev, location=location)
+    return train, dev
+
+
+def _in(days: list) -> str:
+    return f"date IN ({', '.join(repr(str(d)) for d in days)})"
+
+
+@dg.asset(
+    key=EVALUATION,
+    group_name="gold",
+    kinds={"duckdb", "scikitlearn"},
+    deps=[SILVER],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> pl.DataFrame:
+    """Trains a gradient-boosted ranker on silver's train days and reports group AUC, MRR and nDCG@5/10
+    on the dev day, beside a popularity-only baseline, so the UI shows whether a feature change helped.
+    Deterministic: a fixed sample of train impressions and fixed seeds."""
+    started = time.perf_counter()
+    with database.connect() as conn:
+        train_days, dev_days = _days(conn, database.location())
+        features = feature_columns(conn.sql("SELECT * FROM silver.training_examples LIMIT 0").pl().schema)
+        columns = ", ".join(["split", "impression_id", "position", "clicked", *features])
+        train = conn.sql(
+            f"""WITH chosen AS (
+                    SELECT * FROM (SELECT DISTINCT split, impression_id FROM silver.cross_features
+                                   WHERE split = 'train' AND {_in(train_days)})
+                    ORDER BY hash(impression_id, {SEED}), impression_id LIMIT {MAX_TRAIN_IMPRESSIONS})
+                SELECT {columns} FROM silver.training_examples SEMI JOIN chosen USING (split, impression_id)
+                WHERE split = 'train' AND {_in(train_days)} ORDER BY split, impression_id, position"""
+        ).pl()
+        context.log.info(f"training on {train.height} rows of {train.n_unique(['split', 'impression_id'])} train impressions, "
+                         f"{len(features)} features")
+        model = fit_ranker(train, features)
+        trained = time.perf_counter()
+        dev = conn.sql(f"SELECT {columns} FROM silver.training_examples WHERE split = 'dev' AND {_in(dev_days)}")
+        scored = []
+        for batch in dev.to_arrow_reader(SCORE_BATCH_ROWS):
+            rows = pl.from_arrow(batch)
+            scored.append(rows.select("split", "impression_id", "position", "clicked", POPULARITY)
+                          .with_columns(scores(model, rows, features)))
+    scored = pl.concat(scored)
+    results = {
+        "ranker (gradient-boosted, all features)": summary(scored),
+        f"popularity ({POPULARITY})": summary(scored.with_columns(pl.col(POPULARITY).cast(pl.Float64).alias("score"))),
+    }
+    table = pl.DataFrame([{"model": name, **values} for name, values in results.items()])
+    ranker, popularity = results.values()
+    context.add_output_metadata({
+        "evaluation": preview(table.with_columns(pl.col(METRICS).round(4)), width=60),
+        **{f"ranker_{m}": round(ranker[m], 6) for m in METRICS},
+        **{f"popularity_{m}": round(popularity[m], 6) for m in METRICS},
+        "group_auc_lift_over_popularity": round(ranker["group_auc"] - popularity["group_auc"], 6),
+        "train_days": ", ".join(map(str, train_days)),
+        "dev_days": ", ".join(map(str, dev_days)),
+        "train_rows": train.height,
+        "train_impressions": train.n_unique(["split", "impression_id"]),
+        "dev_impressions_evaluated": ranker["impressions"],
+        "features": len(features),
+        "train_seconds": round(trained - started, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        "process_peak_rss_mib": peak_rss_mib(),
+    })
+    context.log.info(f"dev group AUC: ranker {ranker['group_auc']:.4f}, popularity {popularity['group_auc']:.4f}")
+    return table

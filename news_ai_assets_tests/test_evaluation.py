@@ -1,0 +1,64 @@
+"""gold/ranker_evaluation: MIND's metrics against a slow reference, and the asset as users run it."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from news_ai_assets.compute.evaluation import METRICS, impression_metrics
+from news_ai_assets_tests import reference
+from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, evaluate, failure_messages, materialize, read_table
+
+
+def test_metrics_match_the_reference_with_ties_and_one_class_impressions():
+    rng = np.random.default_rng(11)
+    rows = []
+    for impression in range(300):
+        size = int(rng.integers(1, 25))
+        clicked = rng.random(size) < rng.uniform(0, 0.5)
+        scores = np.round(rng.random(size), int(rng.integers(0, 3)))  # few decimals: many equal scores
+        rows += [{"split": "dev", "impression_id": impression, "position": p + 1, "clicked": bool(c), "score": float(s)}
+                 for p, (c, s) in enumerate(zip(clicked, scores))]
+    scored = pl.DataFrame(rows)
+    got = impression_metrics(scored)
+    expected = {}
+    for impression, group in scored.group_by("impression_id"):
+        values = reference.ranking_metrics(group.to_dicts())
+        if values is not None:
+            expected[impression[0]] = values
+    assert sorted(got.get_column("impression_id").to_list()) == sorted(expected)
+    assert 0 < len(expected) < 300  # some impressions have one class only and are left out
+    for row in got.iter_rows(named=True):
+        for metric in METRICS:
+            assert row[metric] == pytest.approx(expected[row["impression_id"]][metric], abs=1e-6), (row, metric)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory, tiny_mind):
+    """The partitioned graph for the train days and the dev day of the tiny sample."""
+    db = tmp_path_factory.mktemp("gold") / "g.duckdb"
+    materialize(db, tiny_mind, "2019-11-09", "2019-11-15", selection=PARTITIONED_ASSETS)
+    return db
+
+
+def test_the_evaluation_reports_the_ranker_and_the_popularity_baseline(graph, tiny_mind):
+    first = evaluate(graph, tiny_mind)
+    table = read_table(graph, "gold.ranker_evaluation")
+    assert table.get_column("model").to_list() == ["ranker (gradient-boosted, all features)", "popularity (candidate_ctr)"]
+    assert table.select(pl.col(METRICS).is_between(0, 1).all()).row(0) == (True,) * len(METRICS)
+    silver = read_table(graph, "silver.training_examples").filter(pl.col("split") == "dev")
+    both_classes = silver.group_by("impression_id").agg(pl.col("clicked").n_unique() == 2).get_column("clicked").sum()
+    metadata = first.asset_materializations_for_node("gold__ranker_evaluation")[0].metadata
+    assert metadata["dev_impressions_evaluated"].value == both_classes == table.item(0, "impressions") > 0
+    assert metadata["dev_days"].value == "2019-11-15" and metadata["train_days"].value.startswith("2019-11-09")
+    assert "| ranker (gradient-boosted, all features) |" in metadata["evaluation"].value
+    assert metadata["ranker_group_auc"].value == pytest.approx(table.item(0, "group_auc"), abs=1e-6)
+    evaluate(graph, tiny_mind)
+    assert read_table(graph, "gold.ranker_evaluation").equals(table)  # deterministic, to the last bit
+
+
+def test_the_evaluation_fails_naming_the_dev_day_it_lacks(tmp_path, tiny_mind):
+    db = tmp_path / "g.duckdb"
+    materialize(db, tiny_mind, "2019-11-09", "2019-11-14", selection=PARTITIONED_ASSETS)
+    result = evaluate(db, tiny_mind, raise_on_error=False)
+    assert not result.success
+    assert any("has never been materialised" in m and "for 2019-11-15" in m for m in failure_messages(result))
