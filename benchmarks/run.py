@@ -64,11 +64,10 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
             "peak_rss_mib": round(usage.ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1), 1)}
 
 
-DAILY_ASSETS = "* and not group:gold"  # a day's run: the evaluation reads the train and dev days, not one day
-
-
 def materialize(partitions: list[str], env: dict, log: Path) -> dict:
     """The whole graph over a range (the evaluation included), or every daily asset for one day."""
+    from news_ai_assets.definitions import DAILY_ASSETS
+
     if len(partitions) == 1:
         bounds, selection = ["--partition", partitions[0]], DAILY_ASSETS
     else:
@@ -98,6 +97,8 @@ def last_run_steps(home: Path) -> dict[str, dict]:
                         "source_files_parsed_in_this_run"):
                 if key in metadata:
                     step[key.removeprefix("run_")] = metadata[key].value
+            if "process_peak_rss_mib" in metadata:  # the run's peak so far, as the step's partitions finish
+                step["peak_rss_mib"] = max(step.get("peak_rss_mib", 0), metadata["process_peak_rss_mib"].value)
     for step in steps.values():
         if step.get("row_count") and step.get("step_s"):
             step["rows_per_s"] = round(step["row_count"] / step["step_s"])
@@ -275,11 +276,13 @@ def markdown(results: dict) -> str:
     for name in ("one_run", "no_inference_run", "daily_next_day"):
         if name not in results:
             continue
-        lines += ["", f"Steps of {name}:", "", "| step | s | rows | rows/s | notes |", "|---|---|---|---|---|"]
+        lines += ["", f"Steps of {name} (peak RSS: the run's process when the step ended):", "",
+                  "| step | s | rows | rows/s | peak RSS MiB | notes |", "|---|---|---|---|---|---|"]
         for step, s in sorted(results[name]["steps"].items(), key=lambda item: -item[1].get("step_s", 0)):
             notes = ", ".join(f"{k} {s[k]}" for k in ("newly_embedded", "texts_per_second", "cache_hits",
                                                        "source_files_parsed_in_this_run") if k in s)
-            lines.append(f"| {step} | {s.get('step_s', '')} | {s.get('row_count', '')} | {s.get('rows_per_s', '')} | {notes} |")
+            lines.append(f"| {step} | {s.get('step_s', '')} | {s.get('row_count', '')} | {s.get('rows_per_s', '')} | "
+                         f"{s.get('peak_rss_mib', '')} | {notes} |")
     if "baseline" in results:
         b = results["baseline"]
         scope = "all" if b["whole_day"] else "a sample of"

@@ -57,6 +57,21 @@ def test_impressions_match_the_reference_built_from_the_raw_files(built, tiny_mi
     assert len(evaluations) == 5 * len(DAYS) and all(e.passed for e in evaluations)
 
 
+def test_impressions_of_real_mind_rows_match_the_reference(tmp_path, real_mind):
+    """Most articles the real subset refers to are absent from its news.tsv: they get id 0."""
+    days = [dt.date(2019, 11, 9), dt.date(2019, 11, 10)]
+    db = tmp_path / "r.duckdb"
+    materialize(db, real_mind, str(days[0]), str(days[-1]), selection=SELECTION)
+    behaviors, news = _raw(real_mind)
+    ids = reference.vocabulary_ids([_day_articles(behaviors, news, day) for day in days])
+    stored = read_table(db, "silver.impressions")
+    for day in days:
+        expected = reference.impressions(behaviors, _day_articles(behaviors, news, day), ids, day, SETTINGS.history_size)
+        assert_rows_match(stored.filter(pl.col("date") == day), expected, key=["split", "impression_id"])
+    unknown = stored.get_column("candidate_index").explode().eq(0).mean()
+    assert 0 < unknown < 1 and stored.height > 0
+
+
 @pytest.mark.parametrize("history_size", [1, 3])
 def test_a_short_history_keeps_the_most_recent_articles(built, history_size):
     db, _ = built

@@ -28,11 +28,12 @@ from news_ai_assets.storage import Database, quote
 # Dagster features we rely on knowingly, whose "beta"/"preview" notices would otherwise print on
 # every command: per-partition asset checks, lookback windows that start before the first
 # partition, and single-run backfills (the CLI's --partition-range needs them). The last one is
-# Dagster's CLI parsing the README's `--select '*'` through a beta parameter of its own.
+# Dagster's CLI parsing the README's `--select '*'` (and `'* and not group:gold'`) through a beta
+# parameter of its own.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", message=".*allow_nonexistent_upstream_partitions.*", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message=".*Parameter `backfill_policy` of function `asset`.*", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", message=".*Parameter `include_sources` of function `AssetSelection.all`.*",
+warnings.filterwarnings("ignore", message=".*Parameter `include_sources` of function `AssetSelection.(all|groups)`.*",
                         category=dg.BetaWarning)
 
 PARTITIONED_TABLE = dict(
