@@ -7,8 +7,9 @@ Every run is its own process, as users run it (`dagster asset materialize`), mea
 time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from the run's events.
 
 1. Generates (or reuses) MIND-format data at the scale (`tiny`, `small`, `large`).
-2. one_run: a fresh DuckDB file, the whole graph for all 14 partitions as ONE run (what a UI
+2. one_run: a fresh DuckDB file, every daily asset for all 14 partitions as ONE run (what a UI
    backfill or `--partition-range` launches): staging the raw files, embeddings, silver, checks.
+   evaluation: then gold/ranker_evaluation alone on that file (train a ranker, score the dev day).
 3. no_inference_run: a second fresh file that holds only the first one's embedding cache, the same
    run: everything from the raw files to silver except the inference.
 4. daily: a third fresh file, the first day as one run, then the next day (the daily path: one new
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FIRST, LAST = "2019-11-09", "2019-11-22"
-RUNS = ("generate", "one_run", "no_inference_run", "delta_backfill_1", "delta_backfill_2", "daily_first_day",
+RUNS = ("generate", "one_run", "evaluation", "no_inference_run", "delta_backfill_1", "delta_backfill_2", "daily_first_day",
         "daily_next_day", "floor")
 GIB = 1024
 # The targets of the issue these figures answer (seconds, MiB), per scale.
@@ -65,13 +66,15 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
 
 
 def materialize(partitions: list[str], env: dict, log: Path) -> dict:
-    """The whole graph over a range (the evaluation included), or every daily asset for one day."""
+    """Every daily asset over the partitions (one run), or, with none, gold/ranker_evaluation alone."""
     from news_ai_assets.definitions import DAILY_ASSETS
 
-    if len(partitions) == 1:
-        bounds, selection = ["--partition", partitions[0]], DAILY_ASSETS
+    if not partitions:
+        bounds, selection = [], "gold/ranker_evaluation"
     else:
-        bounds, selection = ["--partition-range", f"{partitions[0]}...{partitions[-1]}"], "*"
+        bounds = (["--partition", partitions[0]] if len(partitions) == 1
+                  else ["--partition-range", f"{partitions[0]}...{partitions[-1]}"])
+        selection = DAILY_ASSETS
     dagster = str(Path(sys.executable).parent / "dagster")
     return measured([dagster, "asset", "materialize", "-m", "news_ai_assets.definitions", "--select", selection, *bounds],
                     env, log)
@@ -273,7 +276,7 @@ def markdown(results: dict) -> str:
         lines += ["", f"SQL floor: {f['columns']} columns × {f['rows']} rows of silver's {results.get('silver_columns', '?')}"
                   f"; no_inference_run / floor = **{results['floor_ratio']}**"
                   f"{_target_note(results['floor_ratio'], targets.get('floor_ratio'))}."]
-    for name in ("one_run", "no_inference_run", "daily_next_day"):
+    for name in ("one_run", "evaluation", "no_inference_run", "daily_next_day"):
         if name not in results:
             continue
         lines += ["", f"Steps of {name} (peak RSS: the run's process when the step ended):", "",
@@ -371,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         first = Home(work, "one_run", env)
         results["one_run"] = {**first.run([FIRST, LAST], log), "database_mib": first.size_mib()}
         print("one_run", {k: v for k, v in results["one_run"].items() if k != "steps"}, flush=True)
+        results["evaluation"] = first.run([], log)  # gold/ranker_evaluation on what one_run stored
+        print("evaluation", {k: v for k, v in results["evaluation"].items() if k != "steps"}, flush=True)
         results["silver_columns"] = _silver_columns(first.database)
         if "no_inference" not in args.skip:
             second = Home(work, "no_inference_run", env)

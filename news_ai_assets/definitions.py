@@ -13,7 +13,7 @@ from news_ai_assets.storage import Database, DuckDBDatabase, DuckDBPolarsIOManag
 
 all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, impressions, gold])
 all_checks = [*bronze.bronze_checks, *features.feature_checks, *entities.entity_checks, *silver.silver_checks,
-              *impressions.impression_checks]
+              *impressions.impression_checks, *gold.gold_checks]
 
 # Every daily asset, as the CLI's --select takes it: `gold/ranker_evaluation` reads the train and dev
 # days, not one day, so a day's run (or a range before the dev day) leaves it out.

@@ -17,6 +17,8 @@ PARTITIONED_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions"
                       "features/user_features", "features/news_features", "features/text_embeddings",
                       "features/entity_features", "features/vocabulary", "silver/training_examples", "silver/impressions"]
 ALL_ASSETS = [*PARTITIONED_ASSETS, "gold/ranker_evaluation"]
+# The checks of the daily assets: what a daily or range run evaluates, once per partition.
+PARTITIONED_CHECKS = [c for c in all_checks if all(k.asset_key.to_user_string() in PARTITIONED_ASSETS for k in c.check_keys)]
 
 
 def materialize(

@@ -62,3 +62,11 @@ def test_the_evaluation_fails_naming_the_dev_day_it_lacks(tmp_path, tiny_mind):
     result = evaluate(db, tiny_mind, raise_on_error=False)
     assert not result.success
     assert any("has never been materialised" in m and "for 2019-11-15" in m for m in failure_messages(result))
+
+
+def test_on_the_real_rows_without_a_dev_split_the_evaluation_says_so(tmp_path, real_mind):
+    db = tmp_path / "r.duckdb"
+    materialize(db, real_mind, "2019-11-09", "2019-11-10", raise_on_error=False)  # its silver share check fails
+    result = evaluate(db, real_mind, raise_on_error=False)
+    assert not result.success
+    assert any("hold train and no dev impressions" in m for m in failure_messages(result))

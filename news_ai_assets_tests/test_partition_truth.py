@@ -11,10 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from news_ai_assets.definitions import all_assets, all_checks
+from news_ai_assets.definitions import all_assets
 from news_ai_assets.storage import connect
 from news_ai_assets_tests.conftest import pipeline_resources
-from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, failure_messages, materialize, read_table
+from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, PARTITIONED_CHECKS, failure_messages, materialize, read_table
 
 DAYS = ["2019-11-12", "2019-11-13", "2019-11-14"]
 
@@ -50,7 +50,7 @@ def test_each_partition_of_a_range_run_carries_its_own_count_and_preview(range_r
 def test_checks_record_one_passed_result_per_partition(range_run):
     _, result, instance = range_run
     storage = instance.event_log_storage
-    for check in all_checks:
+    for check in PARTITIONED_CHECKS:
         for key in check.check_keys:
             records = [r for r in storage.get_asset_check_execution_history(key, limit=100) if r.run_id == result.run_id]
             assert sorted(r.partition for r in records) == DAYS, key

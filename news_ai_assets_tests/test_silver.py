@@ -6,11 +6,10 @@ import polars as pl
 import pytest
 
 from news_ai_assets.compute.silver import RecentShows, silver_for_day
-from news_ai_assets.definitions import all_checks
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets_tests.pipeline import PARTITIONED_CHECKS, materialize, read_table
 
 FIRST, LAST = "2019-11-09", "2019-11-16"
 
@@ -47,7 +46,13 @@ def test_silver_rows_match_a_naive_reference_join(built, day):
          if r["entity_embedding"] is not None},
     )
     silver = on_day["training_examples"]
-    assert_rows_match(silver, expected, key=["split", "impression_id", "news_id"], tol=1e-5)
+    key = ["split", "impression_id", "news_id"]
+    assert_rows_match(silver, expected, key=key, tol=1e-5)
+    # The new cross features to 1e-6 (the 1e-5 above allows for vectors embedded in another batch).
+    exact = [*key, "history_entity_similarity", "hours_since_first_seen",
+             *(f"candidate_{what}_{hours}h" for what in ("impressions", "clicks") for hours in (1, 6, 24))]
+    assert_rows_match(silver.select(exact), [{c: row[c] for c in exact} for row in expected], key=key, tol=1e-6)
+    assert silver.get_column("history_entity_similarity").drop_nulls().len() > silver.height / 2
     assert silver.columns == read_table(built[0], "silver.training_examples").columns
     stored = read_table(built[0], "silver.cross_features").filter(pl.col("date") == day)  # what the view is built on
     order = stored.select("split", "impression_id", "position")
@@ -58,7 +63,7 @@ def test_all_checks_pass_and_metadata_is_attached(built):
     _, result, _ = built
     evaluations = result.get_asset_check_evaluations()
     days = 8  # 2019-11-09 .. 2019-11-16: one evaluation per check and partition
-    assert len(evaluations) == sum(len(c.check_keys) for c in all_checks) * days and all(e.passed for e in evaluations), [
+    assert len(evaluations) == sum(len(c.check_keys) for c in PARTITIONED_CHECKS) * days and all(e.passed for e in evaluations), [
         (e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed
     ]
     events = result.asset_materializations_for_node("silver__training_examples")

@@ -100,3 +100,29 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
     })
     context.log.info(f"dev group AUC: ranker {ranker['group_auc']:.4f}, popularity {popularity['group_auc']:.4f}")
     return table
+
+
+@dg.asset_check(asset=EVALUATION, description="Both models were scored on dev impressions, every metric within [0, 1].",
+                blocking=True)
+def metrics_in_range(database: Database) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        rows, impressions, out_of_range = conn.execute(
+            f"SELECT count(*), min(impressions), count(*) FILTER (WHERE NOT ({' AND '.join(f'{m} BETWEEN 0 AND 1' for m in METRICS)})) "
+            "FROM gold.ranker_evaluation"
+        ).fetchone()
+    return dg.AssetCheckResult(passed=rows == 2 and (impressions or 0) > 0 and out_of_range == 0,
+                               metadata={"models": rows, "dev_impressions": impressions or 0, "out_of_range_rows": out_of_range})
+
+
+@dg.asset_check(asset=EVALUATION, description="The ranker's dev group AUC is above the popularity baseline's (a warning: "
+                                              "a feature change that loses to popularity needs a look).")
+def ranker_beats_popularity(database: Database) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        ranker, popularity = (value for (value,) in conn.execute(
+            "SELECT group_auc FROM gold.ranker_evaluation ORDER BY model LIKE 'popularity%'").fetchall())
+    return dg.AssetCheckResult(passed=ranker > popularity, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"ranker_group_auc": ranker, "popularity_group_auc": popularity,
+                                         "lift": ranker - popularity})
+
+
+gold_checks = [metrics_in_range, ranker_beats_popularity]
