@@ -8,7 +8,8 @@ import polars as pl
 
 from news_ai_assets.storage import LEDGER, Database, quote
 
-SIDE_TABLES = ("bronze.rejects", "features.embedding_cache")
+SIDE_TABLES = ("bronze.rejects", "features.embedding_cache", "features.vocabulary_ids")
+EVALUATION = "gold.ranker_evaluation"
 
 
 def partition_counts(database: Database) -> pl.DataFrame:
@@ -21,13 +22,23 @@ def partition_counts(database: Database) -> pl.DataFrame:
     return counts.pivot(on="table_name", index="partition", values="rows", sort_columns=True).sort("partition")
 
 
+def _present(conn) -> set[str]:
+    return {f"{s}.{t}" for s, t in conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+
+
 def side_table_counts(database: Database) -> dict[str, int]:
     with database.connect() as conn:
-        present = {f"{s}.{t}" for s, t in conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
+        present = _present(conn)
         return {
             table: conn.execute(f"SELECT count(*) FROM {'.'.join(quote(p) for p in table.split('.'))}").fetchall()[0][0]
             for table in SIDE_TABLES if table in present
         }
+
+
+def evaluation(database: Database) -> pl.DataFrame | None:
+    """gold/ranker_evaluation's table, when it has been materialised."""
+    with database.connect() as conn:
+        return conn.sql(f"SELECT * FROM {EVALUATION}").pl() if EVALUATION in _present(conn) else None
 
 
 if __name__ == "__main__":
@@ -39,3 +50,6 @@ if __name__ == "__main__":
         print(f"{configured.location()}, rows per partition:")
         print(partition_counts(configured))
         print(", ".join(f"{table}: {rows} rows" for table, rows in side_table_counts(configured).items()))
+        if (table := evaluation(configured)) is not None:
+            print(f"{EVALUATION} (dev days):")
+            print(table.with_columns(pl.col(pl.Float64).round(4)))

@@ -4,7 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from news_ai_assets import summary
 from news_ai_assets.compute.evaluation import METRICS, impression_metrics
+from news_ai_assets.storage import DuckDBDatabase
 from news_ai_assets_tests import reference
 from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, evaluate, failure_messages, materialize, read_table
 
@@ -54,6 +56,7 @@ def test_the_evaluation_reports_the_ranker_and_the_popularity_baseline(graph, ti
     assert metadata["ranker_group_auc"].value == pytest.approx(table.item(0, "group_auc"), abs=1e-6)
     evaluate(graph, tiny_mind)
     assert read_table(graph, "gold.ranker_evaluation").equals(table)  # deterministic, to the last bit
+    assert summary.evaluation(DuckDBDatabase(database=str(graph))).equals(table)  # what the demo prints last
 
 
 def test_the_evaluation_fails_naming_the_dev_day_it_lacks(tmp_path, tiny_mind):
