@@ -212,10 +212,18 @@ class RecentShows:
         """Per row of `rows` (news_id, time): shows and clicks in each window before its time."""
         coded = rows.select("news_id", "time").join(self.codes, on="news_id", how="left", maintain_order="left")
         end = coded.select(self._key(pl.col("article_code"), pl.col("time"))).to_series().to_numpy()
-        before_end = np.searchsorted(self.keys, end, side="left")
+        order = np.argsort(end, kind="stable")  # searching sorted needles walks the keys in order: ~4x faster
+
+        def position(offset: int) -> np.ndarray:
+            """Per row, how many shows have keys below its key minus `offset`, in the rows' order."""
+            found = np.empty(len(end), dtype=np.int64)
+            found[order] = np.searchsorted(self.keys, end[order] - offset, side="left")
+            return found
+
+        before_end = position(0)
         out = []
         for name, hours in POPULARITY_WINDOWS.items():
-            start = np.searchsorted(self.keys, end - hours * 3_600_000_000, side="left")
+            start = position(hours * 3_600_000_000)
             out += [pl.Series(f"candidate_impressions_{name}", before_end - start, dtype=pl.Int32),
                     pl.Series(f"candidate_clicks_{name}", self.clicks[before_end] - self.clicks[start], dtype=pl.Int32)]
         return out
