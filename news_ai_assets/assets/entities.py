@@ -9,7 +9,7 @@ from news_ai_assets.assets.common import (
     sql_checks, stored_as, timed,
 )
 from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS, entity_features as compute_entity_features
-from news_ai_assets.mind.entities import Vectors, fingerprint, read_vectors, vector_files
+from news_ai_assets.mind.entities import Vectors, read_vectors, vector_files
 from news_ai_assets.resources import MindSource
 from news_ai_assets.storage import Database, Replacement
 from news_ai_assets.tables import DayRows, StoredDays
@@ -55,7 +55,7 @@ def _read(context: dg.AssetExecutionContext, database: Database, mind: MindSourc
             })
             if rejects.height:
                 facts[f"source_{kind}_rejects_by_reason"] = counts_table(rejects, "reason")
-        facts["entity_source"] = fingerprint(vector_files(splits, "entity")[0])
+    facts["entity_source"] = read["entity"].source
     return read, facts
 
 
@@ -68,8 +68,8 @@ def _read(context: dg.AssetExecutionContext, database: Database, mind: MindSourc
 )
 def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: MindSource, database: Database) -> DayRows:
     """Per article of bronze/news[D]: the mean vectors of its title and abstract entities, and the
-    share of its entities that have a vector. An article version's features are computed and stored
-    once per version of the vector files (features.article_entity_features); a day stores its articles."""
+    share of its entities that have a vector. An article version's features are stored once per
+    version of the vector files (features.article_entity_features); a day stores its articles."""
     vectors, facts = _read(context, database, mind)
     source = facts["entity_source"]
     run_metadata(context, facts)

@@ -63,15 +63,6 @@ def summary(scored: pl.DataFrame) -> dict[str, float]:
     return {"impressions": metrics.height, **{m: float(metrics.get_column(m).mean() or 0.0) for m in METRICS}}
 
 
-def train_sample(train: pl.DataFrame, max_impressions: int = MAX_TRAIN_IMPRESSIONS) -> pl.DataFrame:
-    """Up to `max_impressions` of the train rows' impressions, chosen by a fixed hash: the same rows every run."""
-    impressions = train.select("split", "impression_id").unique()
-    if impressions.height > max_impressions:
-        chosen = impressions.with_columns(pl.struct("split", "impression_id").hash(SEED).alias("h")).sort("h", "split", "impression_id")
-        train = train.join(chosen.head(max_impressions).drop("h"), on=["split", "impression_id"], how="semi")
-    return train.sort("split", "impression_id", "position")
-
-
 def fit_ranker(train: pl.DataFrame, features: list[str]) -> HistGradientBoostingClassifier:
     """A gradient-boosted classifier of clicked on `features` (NULL is missing, which it handles), fixed seed."""
     model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False,

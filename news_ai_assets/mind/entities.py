@@ -31,6 +31,7 @@ class Vectors:
     rejects: pl.DataFrame  # REJECT_SCHEMA, every rejected line of the files read
     lines: int  # non-blank lines read
     conflicting_ids: int  # ids whose vectors differ between splits (the earliest split's kept)
+    source: str  # SHA-256 of the files read, in order: what features computed from them are keyed by
 
 
 def vector_files(splits: list[SplitDir], kind: str) -> tuple[list[VectorFile], list[str]]:
@@ -45,18 +46,6 @@ def vector_files(splits: list[SplitDir], kind: str) -> tuple[list[VectorFile], l
     return found, missing
 
 
-def fingerprint(files: list[VectorFile]) -> str:
-    """The SHA-256 of the files' contents, in order: features computed from them are keyed by it,
-    so changed vectors give new features and unchanged ones are computed once."""
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file.split}\0{file.kind}\0".encode())
-        with open(file.path, "rb") as handle:
-            while chunk := handle.read(16 * 1024 * 1024):
-                digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
 def _decoded(line: bytes) -> str | None:
     try:
         return line.decode("utf-8")
@@ -64,11 +53,11 @@ def _decoded(line: bytes) -> str | None:
         return None
 
 
-def _parse_file(file: VectorFile) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Good rows (wikidata_id, vector, line) and rejects of one file, and its non-blank lines."""
-    raw = file.path.read_bytes().split(b"\n")
-    lines = pl.DataFrame({"text": [_decoded(line) for line in raw],
-                          "raw": [line.decode("utf-8", "backslashreplace") for line in raw]}).with_row_index("line", offset=1)
+def _parse_file(file: VectorFile, content: bytes) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Good rows (wikidata_id, vector, line) and rejects of one file (its `content`), and its non-blank lines."""
+    raw = content.split(b"\n")
+    lines = pl.DataFrame({"text": [_decoded(line) for line in raw], "raw": pl.Series(raw, dtype=pl.Binary)}) \
+        .with_row_index("line", offset=1)
     text = pl.col("text")
     fields = text.str.strip_chars_end(" \t\r").str.split("\t")
     values = fields.list.slice(1).list.eval(pl.element().cast(pl.Float32, strict=False))
@@ -90,7 +79,8 @@ def _parse_file(file: VectorFile) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     )
     rejects = checked.filter(pl.col("reason").is_not_null()).select(
         pl.lit(str(file.path)).alias("source_file"), pl.col("line").cast(pl.Int64), "reason",
-        pl.col("raw").str.strip_chars_end("\r").alias("raw_line"),
+        pl.col("raw").map_elements(lambda line: line.decode("utf-8", "backslashreplace"), return_dtype=pl.String)
+        .str.strip_chars_end("\r").alias("raw_line"),
     ).cast(REJECT_SCHEMA)
     good = checked.filter(pl.col("reason").is_null()).unique("wikidata_id", keep="first", maintain_order=True)
     return good.select("wikidata_id", "vector", "line"), rejects, checked.height
@@ -98,19 +88,22 @@ def _parse_file(file: VectorFile) -> tuple[pl.DataFrame, pl.DataFrame, int]:
 
 def read_vectors(files: list[VectorFile]) -> Vectors:
     """The vectors of `files` (one kind, splits in train, dev, test order), each id once."""
-    parsed, rejects, lines = [], [], 0
+    parsed, rejects, lines, digest = [], [], 0, hashlib.sha256()
     for order, file in enumerate(files):
-        good, bad, count = _parse_file(file)
+        content = file.path.read_bytes()
+        digest.update(f"{file.split}\0{file.kind}\0".encode())
+        digest.update(content)
+        good, bad, count = _parse_file(file, content)
         parsed.append(good.with_columns(pl.lit(order).alias("order")))
         rejects.append(bad)
         lines += count
     if not parsed:
         return Vectors(pl.DataFrame(schema={"wikidata_id": pl.String, "vector": pl.Array(pl.Float32, DIMENSION)}),
-                       pl.DataFrame(schema=REJECT_SCHEMA), 0, 0)
+                       pl.DataFrame(schema=REJECT_SCHEMA), 0, 0, f"sha256:{digest.hexdigest()}")
     every = pl.concat(parsed).sort("order", "line")
     conflicting = every.group_by("wikidata_id").agg(pl.col("vector").n_unique().alias("versions")) \
         .filter(pl.col("versions") > 1).height
     vectors = every.unique("wikidata_id", keep="first", maintain_order=True).select(
         "wikidata_id", pl.col("vector").list.to_array(DIMENSION)
     )
-    return Vectors(vectors, pl.concat(rejects), lines, conflicting)
+    return Vectors(vectors, pl.concat(rejects), lines, conflicting, f"sha256:{digest.hexdigest()}")

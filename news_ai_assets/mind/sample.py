@@ -100,6 +100,7 @@ CATEGORY_ENTITIES = {
     "games": [("PlayStation 4", "O")],
 }
 ENTITIES = [(label, kind, category) for category, pool in CATEGORY_ENTITIES.items() for label, kind in pool]
+ENTITIES_OF = {category: [k for k, e in enumerate(ENTITIES) if e[2] == category] for category in CATEGORY_ENTITIES}
 ENTITY_VECTOR_SHARE = 0.9  # of the entities a split names, those its entity_embedding.vec covers (MIND: most, not all)
 HOUR_WEIGHTS = np.array(
     [2, 1.5, 1, 1, 1, 1.5, 3, 5, 6, 6.5, 6, 5.5, 6, 5.5, 5, 5, 5, 5.5, 6, 6.5, 6, 5, 4, 3]
@@ -189,8 +190,8 @@ def _build_world(scale: Scale, rng: np.random.Generator) -> _World:
     owners, items = np.concatenate([owners, most_active[forced % 3]]), np.concatenate([items, forced])
     order = np.argsort(owners, kind="stable")
     owners, items = owners[order], items[order]
-    keep = np.unique(owners * scale.news + items, return_index=True)[1]  # an article once per history
-    owners, items = owners[np.sort(keep)], items[np.sort(keep)]
+    keep = np.sort(np.unique(owners * scale.news + items, return_index=True)[1])  # an article once per history
+    owners, items = owners[keep], items[keep]
     lengths = np.bincount(owners, minlength=scale.users)
     profile = np.zeros((scale.users, len(CATEGORIES)), dtype=np.float32)
     np.add.at(profile, (owners, category[items]), 1.0)
@@ -300,7 +301,7 @@ def _words(topic: list[str], count: int, rng: np.random.Generator) -> list[str]:
 
 def _entities_of(world: _World, i: int, count: int, rng: np.random.Generator) -> list[int]:
     """Distinct entity indices for an article: mostly of its category, sometimes any."""
-    own = [k for k, e in enumerate(ENTITIES) if e[2] == CATEGORIES[world.category[i]][0]]
+    own = ENTITIES_OF[CATEGORIES[world.category[i]][0]]
     picks = [own[rng.integers(len(own))] if rng.random() < 0.8 else int(rng.integers(len(ENTITIES))) for _ in range(count)]
     return list(dict.fromkeys(picks))
 
