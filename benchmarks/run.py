@@ -67,7 +67,7 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
 
 def materialize(partitions: list[str], env: dict, log: Path) -> dict:
     """Every daily asset over the partitions (one run), or, with none, gold/ranker_evaluation alone."""
-    from news_ai_assets.definitions import DAILY_ASSETS
+    from news_ai_assets.assets.common import DAILY_ASSETS
 
     if not partitions:
         bounds, selection = [], "gold/ranker_evaluation"

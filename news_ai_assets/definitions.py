@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_deltalake import LocalConfig, S3Config
 
 from news_ai_assets.assets import bronze, entities, features, gold, impressions, silver
+from news_ai_assets.assets.common import DAILY_ASSETS
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
@@ -15,13 +16,9 @@ all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, im
 all_checks = [*bronze.bronze_checks, *features.feature_checks, *entities.entity_checks, *silver.silver_checks,
               *impressions.impression_checks, *gold.gold_checks]
 
-# Every daily asset, as the CLI's --select takes it: `gold/ranker_evaluation` reads the train and dev
-# days, not one day, so a day's run (or a range before the dev day) leaves it out.
-DAILY_ASSETS = "* and not group:gold"
-
 mind_features_job = dg.define_asset_job(
     "mind_features_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("gold"),
+    selection=dg.AssetSelection.from_string(DAILY_ASSETS),
     description="Every daily asset of the graph for the selected day(s) (the evaluation, which reads the train and "
                 "dev days, is materialised apart).",
 )

@@ -2,15 +2,17 @@
 the reference, and a split without entity_embedding.vec (the real-row subset has none)."""
 
 import datetime as dt
+import shutil
 
 import polars as pl
 import pytest
 
 from news_ai_assets.compute.entity_features import entity_features
 from news_ai_assets.mind.entities import DIMENSION, VectorFile, read_vectors
+from news_ai_assets.storage import connect
 from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets_tests.pipeline import failure_messages, materialize, read_table
 
 
 def _line(wikidata_id: str, value: float, end: str = "\n") -> bytes:
@@ -89,3 +91,33 @@ def test_without_entity_files_the_features_say_so_and_invent_nothing(tmp_path, r
         on_day = with_entities.filter(pl.col("date") == dt.date.fromisoformat(day))
         assert missing == on_day.get_column("entity_count").sum() > 0
     assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def test_an_empty_vector_file_gives_no_vectors_and_no_rejects(tmp_path):
+    path = tmp_path / "entity_embedding.vec"
+    path.write_bytes(b"")
+    read = read_vectors([VectorFile("train", path, "entity")])
+    assert (read.vectors.height, read.rejects.height, read.lines) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("unusable", ["dangling link", "folder"])
+def test_a_vector_file_that_cannot_be_read_stops_the_run_before_it_writes(tmp_path, tiny_mind, unusable):
+    """A dangling link (an unmounted disk) or a folder where entity_embedding.vec should be is not
+    an absent file: taking it for one would leave the split's entities without vectors, quietly.
+    The MIND folder is named like a glob pattern, and is read as itself."""
+    mind = tmp_path / "mind[v1]"
+    shutil.copytree(tiny_mind, mind)
+    bad = mind / "MINDsample_dev" / "entity_embedding.vec"
+    bad.unlink()
+    if unusable == "folder":
+        bad.mkdir()
+    else:
+        bad.symlink_to(tmp_path / "unmounted" / "entity_embedding.vec")
+    db = tmp_path / "e.duckdb"
+    result = materialize(db, mind, "2019-11-09", selection=["bronze/behaviors", "bronze/news", "features/entity_features"],
+                         raise_on_error=False)
+    message = " ".join(failure_messages(result))
+    assert not result.success and str(bad) in message and ("does not exist" in message if unusable == "dangling link" else "not a regular file" in message)
+    with connect(db, read_only=True) as conn:
+        tables = {t for (t,) in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert not tables & {"entity_feature_days", "article_entity_features", "entity_features"}

@@ -73,3 +73,10 @@ def test_on_the_real_rows_without_a_dev_split_the_evaluation_says_so(tmp_path, r
     result = evaluate(db, real_mind, raise_on_error=False)
     assert not result.success
     assert any("hold train and no dev impressions" in m for m in failure_messages(result))
+
+
+def test_on_a_database_without_the_daily_assets_the_evaluation_says_what_to_run(tmp_path, tiny_mind):
+    result = evaluate(tmp_path / "empty.duckdb", tiny_mind, raise_on_error=False)
+    assert not result.success
+    assert any("bronze.source_days is missing" in m and "--select '* and not group:gold'" in m
+               for m in failure_messages(result))

@@ -16,7 +16,7 @@ import pytest
 
 from news_ai_assets import run_lock
 from news_ai_assets.storage import DuckDBDatabase, connect
-from news_ai_assets.definitions import DAILY_ASSETS
+from news_ai_assets.assets.common import DAILY_ASSETS
 from news_ai_assets_tests.pipeline import failure_messages, materialize, read_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,15 +3,16 @@
 import time
 
 import dagster as dg
+import duckdb
 import polars as pl
 
-from news_ai_assets.assets.common import peak_rss_mib, preview
+from news_ai_assets.assets.common import DAILY_ASSETS, peak_rss_mib, preview
 from news_ai_assets.assets.silver import SILVER
 from news_ai_assets.compute.evaluation import (
     MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, summary,
 )
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import Database, require_written
+from news_ai_assets.storage import Database, materialize_command, require_written
 
 EVALUATION = dg.AssetKey(["gold", "ranker_evaluation"])
 SCORE_BATCH_ROWS = 500_000
@@ -20,10 +21,14 @@ POPULARITY = "candidate_ctr"  # the baseline's score: the candidate's smoothed C
 
 def _split_days(conn, split: str) -> list:
     """The partition days on which the raw files hold impressions of `split` (decided from the data)."""
-    return [day for (day,) in conn.execute(
-        "SELECT DISTINCT date FROM bronze.source_days WHERE split = ? AND date BETWEEN ? AND ? ORDER BY date",
-        [split, SETTINGS.start_date, SETTINGS.end_date],
-    ).fetchall()]
+    try:
+        return [day for (day,) in conn.execute(
+            "SELECT DISTINCT date FROM bronze.source_days WHERE split = ? AND date BETWEEN ? AND ? ORDER BY date",
+            [split, SETTINGS.start_date, SETTINGS.end_date],
+        ).fetchall()]
+    except duckdb.CatalogException as err:
+        raise dg.Failure("bronze.source_days is missing, so the train and dev days are unknown: materialise the daily "
+                         f"assets first, for example {materialize_command(DAILY_ASSETS, [SETTINGS.start_date, SETTINGS.end_date])}") from err
 
 
 def _days(conn, location: str) -> tuple[list, list]:

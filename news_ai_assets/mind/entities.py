@@ -35,12 +35,14 @@ class Vectors:
 
 
 def vector_files(splits: list[SplitDir], kind: str) -> tuple[list[VectorFile], list[str]]:
-    """The splits' files of `kind`, and the splits that have none."""
+    """The splits' files of `kind`, and the splits that have none. A file that is there but cannot
+    be read (a dangling symbolic link, a folder, no permission) stops the read, naming it: taking
+    it for absent would quietly leave every entity of the split without a vector."""
     found, missing = [], []
     for split in splits:
         path = split.path / VECTOR_FILES[kind]
-        if path.is_file():
-            found.append(VectorFile(split.split, path, kind))
+        if path.exists() or path.is_symlink():
+            found.append(VectorFile(split.split, split.file(VECTOR_FILES[kind]), kind))
         else:
             missing.append(f"{split.split} ({path})")
     return found, missing
