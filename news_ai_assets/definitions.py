@@ -42,8 +42,8 @@ def storage_resources() -> dict[str, dg.ConfigurableResource]:
         location = (S3Config() if SETTINGS.delta_uri.startswith("s3://") else LocalConfig())
         return {"io_manager": DeltaPolarsIOManager(root_uri=SETTINGS.delta_uri, storage_options=location),
                 "database": DeltaDatabase(uri=SETTINGS.delta_uri)}
-    return {"io_manager": DuckDBPolarsIOManager(database=str(SETTINGS.duckdb_path)),
-            "database": DuckDBDatabase(database=str(SETTINGS.duckdb_path))}
+    duckdb = {"database": str(SETTINGS.duckdb_path), "memory_limit": SETTINGS.duckdb_memory_limit}
+    return {"io_manager": DuckDBPolarsIOManager(**duckdb), "database": DuckDBDatabase(**duckdb)}
 
 
 def database() -> Database:

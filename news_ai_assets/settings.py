@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from news_ai_assets.embedding_model import BACKENDS, DEVICES, PRECISIONS
 from news_ai_assets.delta_storage import normalised_uri
@@ -35,6 +36,7 @@ class Settings:
     mind_dir: Path | None
     storage: str  # duckdb: one file; delta: Delta tables under delta_uri
     duckdb_path: Path
+    duckdb_memory_limit: str  # DuckDB's memory_limit while a run holds the file
     delta_uri: str
     start_date: dt.date
     end_date: dt.date  # inclusive: the last partition
@@ -94,6 +96,16 @@ def _share(name: str, default: str) -> float:
     return value
 
 
+def _memory_limit(name: str, default: str) -> str:
+    """A size DuckDB's memory_limit accepts ('1GB', '512MiB', '25%'), checked by DuckDB itself."""
+    raw = os.environ.get(name) or default
+    try:
+        duckdb.connect(config={"memory_limit": raw}).close()
+    except (duckdb.Error, ValueError) as err:
+        raise SettingError(f"{name}={raw!r} is not a memory size DuckDB accepts (e.g. 1GB, 512MB, 25%): {err}") from err
+    return raw
+
+
 def _delta_uri() -> str:
     raw = os.environ.get("NEWS_AI_DELTA_URI") or "data/delta"
     scheme = raw.split("://", 1)[0] if "://" in raw else None
@@ -116,6 +128,7 @@ def load_settings() -> Settings:
         mind_dir=Path(mind_dir).expanduser().absolute() if mind_dir else None,
         storage=_choice("NEWS_AI_STORAGE", "duckdb", STORAGES),
         duckdb_path=duckdb_path,
+        duckdb_memory_limit=_memory_limit("NEWS_AI_DUCKDB_MEMORY_LIMIT", "1GB"),
         delta_uri=_delta_uri(),
         start_date=start,
         end_date=end,

@@ -30,6 +30,7 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_STORAGE", "parquet", "is not one of duckdb, delta"),
         ("NEWS_AI_DELTA_URI", "gs://bucket/x", "must be a folder, file://PATH or s3://BUCKET"),
         ("NEWS_AI_DELTA_URI", "s3://", "must be a folder, file://PATH or s3://BUCKET"),
+        ("NEWS_AI_DUCKDB_MEMORY_LIMIT", "lots", "is not a memory size DuckDB accepts"),
     ],
 )
 def test_a_bad_setting_names_its_variable(monkeypatch, variable, value, message):

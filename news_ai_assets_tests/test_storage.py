@@ -1,6 +1,7 @@
 import datetime as dt
 import os
 import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -227,3 +228,29 @@ def test_a_full_disk_at_commit_is_the_headline_and_the_previous_rows_stay(tiny_d
     with connect(db) as conn:
         assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(1,), (2,)]
         assert recorded_partitions(conn, "layer.t", [D1]) == {D1: 2}
+
+
+def test_a_run_keeps_the_file_open_with_its_memory_limit_and_leaves_it_checkpointed(tmp_path):
+    """Every connection of a run shares the database the run opened (a fresh open would replay the
+    write-ahead log each time), so the run's memory limit reaches them; at the end the log is folded
+    into the file and the file is closed."""
+    from news_ai_assets.storage import DuckDBDatabase
+
+    path = tmp_path / "run.duckdb"
+    seen = {}
+
+    @dg.asset
+    def probe(database: DuckDBDatabase) -> None:
+        with database.connect() as first:  # closed before the second opens: only the run keeps the file open
+            first.execute("CREATE TABLE t1 AS SELECT range AS i FROM range(1000)")
+            first.execute("ATTACH ':memory:' AS scratch")  # seen by every connection to the same open database
+        with database.connect() as second:
+            seen["databases"] = {name for (name,) in second.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+            seen["memory_limit"] = second.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+    result = dg.materialize([probe], resources={"database": DuckDBDatabase(database=str(path), memory_limit="300MB")})
+    assert result.success
+    assert "scratch" in seen["databases"] and seen["memory_limit"] == "286.1 MiB"
+    assert not path.with_name("run.duckdb.wal").exists()
+    assert subprocess.run([sys.executable, "-c", f"import duckdb; print(duckdb.connect({str(path)!r}).sql('SELECT count(*) FROM t1').fetchall()[0][0])"],
+                          capture_output=True, text=True).stdout.strip() == "1000"
