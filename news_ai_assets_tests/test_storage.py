@@ -254,3 +254,25 @@ def test_a_run_keeps_the_file_open_with_its_memory_limit_and_leaves_it_checkpoin
     assert not path.with_name("run.duckdb.wal").exists()
     assert subprocess.run([sys.executable, "-c", f"import duckdb; print(duckdb.connect({str(path)!r}).sql('SELECT count(*) FROM t1').fetchall()[0][0])"],
                           capture_output=True, text=True).stdout.strip() == "1000"
+
+
+def test_the_next_chunk_is_computed_while_this_one_is_stored():
+    """computed_ahead keeps the order, overlaps computing with storing, and raises what computing raised."""
+    import threading
+
+    from news_ai_assets.tables import computed_ahead
+
+    second_started = threading.Event()
+
+    def chunks():
+        yield 1
+        second_started.set()
+        yield 2
+        raise ValueError("chunk 3 failed")
+
+    ahead = computed_ahead(chunks())
+    assert next(ahead) == 1
+    assert second_started.wait(10), "chunk 2 was not computed while chunk 1 was being stored"
+    assert next(ahead) == 2
+    with pytest.raises(ValueError, match="chunk 3 failed"):
+        next(ahead)

@@ -85,16 +85,20 @@ def peak_rss_mib() -> float:
     return round(peak / 1024 / (1024 if sys.platform == "darwin" else 1), 1)  # bytes on macOS, KiB on Linux
 
 
+def recorded_time(context: dg.AssetExecutionContext, what: str, seconds: float) -> dict:
+    """Logs and returns how long `what` took (`<what>_seconds`) and the peak memory so far."""
+    record = {f"{what}_seconds": round(seconds, 3), "process_peak_rss_mib": peak_rss_mib()}
+    context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
+    return record
+
+
 @contextmanager
 def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
-    """Logs and records how long `what` took (`<what>_seconds`) and the peak memory so far."""
+    """Records in the yielded dict how long the block took and the peak memory so far (recorded_time)."""
     record: dict = {}
     started = time.perf_counter()
     yield record
-    seconds = round(time.perf_counter() - started, 3)
-    record[f"{what}_seconds"] = seconds
-    record["process_peak_rss_mib"] = peak_rss_mib()
-    context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
+    record.update(recorded_time(context, what, time.perf_counter() - started))
 
 
 def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:

@@ -10,7 +10,7 @@ import polars as pl
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days, preview,
-    require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
+    recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
     CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,
@@ -26,7 +26,7 @@ from news_ai_assets.compute.user_features import (
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays
+from news_ai_assets.tables import DayRows, StoredDays, computed_ahead
 
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
 
@@ -57,14 +57,18 @@ def by_day(
 ) -> DayRows:
     """DayRows of `compute(day)` for each day of the run, each day's metadata recorded with its
     timing, the run's `run_facts`, and the column schema (with `descriptions`): `schema`, or the
-    first day's."""
+    first day's. The next day is computed while this one is stored (computed_ahead), so `compute`
+    and `metadata` run on a second thread and must not touch the context."""
     run_metadata(context, run_facts or {})
 
+    def computed(day: dt.date) -> tuple:
+        started = time.perf_counter()
+        rows = compute(day)
+        return day, rows, metadata(rows), time.perf_counter() - started
+
     def days() -> Iterator:
-        for index, day in enumerate(partition_days(context)):
-            with timed(context, "compute") as timing:
-                rows = compute(day)
-            day_metadata(context, day, {**metadata(rows), **timing})
+        for index, (day, rows, facts, seconds) in enumerate(computed_ahead(map(computed, partition_days(context)))):
+            day_metadata(context, day, {**facts, **recorded_time(context, "compute", seconds)})
             if index == 0:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(schema or rows.schema, descriptions)})
             yield day, rows

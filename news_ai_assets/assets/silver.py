@@ -25,7 +25,7 @@ from news_ai_assets.compute.silver import (
 )
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays
+from news_ai_assets.tables import DayRows, StoredDays, computed_ahead
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
 
@@ -78,30 +78,35 @@ def training_examples(
     run_metadata(context, {})
     days = partition_days(context)
 
+    def prepared(day: dt.date) -> tuple:
+        """A day's inputs read and its first chunk computed (on computed_ahead's thread: no context here)."""
+        started, first = time.perf_counter(), day - dt.timedelta(days=SETTINGS.lookback_days)
+        day_interactions = interactions.read(day, columns=ID_COLUMNS)
+        articles = day_interactions.select("news_id")
+        facts = {
+            "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
+            "rows_missing_embedding": articles.join(text_embeddings.read(day, columns=["news_id"]), on="news_id", how="anti").height,
+        }
+        recent_shows = (interactions.scan().filter((pl.col("date") >= day - dt.timedelta(days=1)) & (pl.col("date") <= day)
+                                                   & pl.col("clicked").is_not_null())
+                        .select("news_id", "time", "clicked").collect())
+        chunks = silver_for_day(
+            day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
+            entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
+        )
+        return day, started, facts, next(chunks), chunks
+
     def day_rows():
-        for day in days:
-            started, first = time.perf_counter(), day - dt.timedelta(days=SETTINGS.lookback_days)
-            day_interactions = interactions.read(day, columns=ID_COLUMNS)
-            articles = day_interactions.select("news_id")
-            facts = {
-                "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
-                "rows_missing_embedding": articles.join(text_embeddings.read(day, columns=["news_id"]), on="news_id", how="anti").height,
-            }
+        # The next day is read and set up while this one's chunks are computed and stored.
+        for day, started, facts, head, chunks in computed_ahead(map(prepared, days)):
             if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:
                 context.log.warning(f"{day}: {facts['rows_missing_news_features']} candidate rows lack news features and "
                                     f"{facts['rows_missing_embedding']} an embedding; they keep NULL cross features")
-            recent_shows = (interactions.scan().filter((pl.col("date") >= day - dt.timedelta(days=1)) & (pl.col("date") <= day)
-                                                       & pl.col("clicked").is_not_null())
-                            .select("news_id", "time", "clicked").collect())
-            chunks = silver_for_day(
-                day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
-                entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
-            )
-            head = next(chunks)
             if day == days[0]:
                 schema = _wide_schema(head, user_features, news_features)
                 context.add_asset_metadata({"columns": len(schema), "dagster/column_schema": column_schema(schema, SILVER_DESCRIPTIONS)})
-            yield day, rows_as_stream(_recorded(context, day, itertools.chain([head], chunks), facts, started))
+            chunks = itertools.chain([head], computed_ahead(chunks))  # the next chunk computed while this one is stored
+            yield day, rows_as_stream(_recorded(context, day, chunks, facts, started))
 
     return DayRows(day_rows())
 
