@@ -8,6 +8,7 @@ import polars as pl
 
 from news_ai_assets.assets.common import DAILY_ASSETS, peak_rss_mib, preview
 from news_ai_assets.assets.silver import SILVER
+from news_ai_assets.compute.silver import wide_view_sql
 from news_ai_assets.compute.evaluation import (
     MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, summary,
 )
@@ -63,13 +64,17 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
         train_days, dev_days = _days(conn, database.location())
         features = feature_columns(conn.sql("SELECT * FROM silver.training_examples LIMIT 0").pl().schema)
         columns = ", ".join(["split", "impression_id", "position", "clicked", *features])
+        # The sampled impressions' rows are picked before the user and news features are joined on (the
+        # view's joins over every train day spilled more than 10 GB to disk at MIND-large shape).
         train = conn.sql(
             f"""WITH chosen AS (
                     SELECT * FROM (SELECT DISTINCT split, impression_id FROM silver.cross_features
                                    WHERE split = 'train' AND {_in(train_days)})
-                    ORDER BY hash(impression_id, {SEED}), impression_id LIMIT {MAX_TRAIN_IMPRESSIONS})
-                SELECT {columns} FROM silver.training_examples SEMI JOIN chosen USING (split, impression_id)
-                WHERE split = 'train' AND {_in(train_days)} ORDER BY split, impression_id, position"""
+                    ORDER BY hash(impression_id, {SEED}), impression_id LIMIT {MAX_TRAIN_IMPRESSIONS}),
+                picked AS (SELECT * FROM silver.cross_features SEMI JOIN chosen USING (split, impression_id)
+                           WHERE split = 'train' AND {_in(train_days)})
+                SELECT {columns} FROM ({wide_view_sql("picked", "features.user_features", "features.news_features")})
+                ORDER BY split, impression_id, position"""
         ).pl()
         context.log.info(f"training on {train.height} rows of {train.n_unique(['split', 'impression_id'])} train impressions, "
                          f"{len(features)} features")
