@@ -553,9 +553,11 @@ def _hold_for_run(database: str, context: dg.InitResourceContext, memory_limit: 
         if previous and "released_at" not in previous:
             _report_dead_holder(database, previous, context)
         if database not in _open_for_run:
-            _open_for_run[database] = connect(database)
+            conn = connect(database)  # kept only once it is set up: a failure here leaves nothing open
             if memory_limit:
-                _open_for_run[database].execute(f"SET memory_limit = '{memory_limit.replace(chr(39), chr(39) * 2)}'")
+                quoted = memory_limit.replace("'", "''")
+                conn.execute(f"SET memory_limit = '{quoted}'")
+            _open_for_run[database] = conn
     except BaseException:
         run_lock.release(database)
         raise

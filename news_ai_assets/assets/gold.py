@@ -8,10 +8,10 @@ import polars as pl
 
 from news_ai_assets.assets.common import DAILY_ASSETS, peak_rss_mib, preview
 from news_ai_assets.assets.silver import SILVER
-from news_ai_assets.compute.silver import wide_view_sql
 from news_ai_assets.compute.evaluation import (
     MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, summary,
 )
+from news_ai_assets.compute.silver import wide_view_sql
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage import Database, materialize_command, require_written
 

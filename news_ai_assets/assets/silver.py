@@ -81,17 +81,17 @@ def training_examples(
     def prepared(day: dt.date) -> tuple:
         """A day's inputs read and its first chunk computed (on computed_ahead's thread: no context here)."""
         started, first = time.perf_counter(), day - dt.timedelta(days=SETTINGS.lookback_days)
-        day_interactions = interactions.read(day, columns=ID_COLUMNS)
+        day_interactions, day_embeddings = interactions.read(day, columns=ID_COLUMNS), text_embeddings.read(day)
         articles = day_interactions.select("news_id")
         facts = {
             "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
-            "rows_missing_embedding": articles.join(text_embeddings.read(day, columns=["news_id"]), on="news_id", how="anti").height,
+            "rows_missing_embedding": articles.join(day_embeddings, on="news_id", how="anti").height,
         }
         recent_shows = (interactions.scan().filter((pl.col("date") >= day - dt.timedelta(days=1)) & (pl.col("date") <= day)
                                                    & pl.col("clicked").is_not_null())
                         .select("news_id", "time", "clicked").collect())
         chunks = silver_for_day(
-            day_interactions, window_behaviors(behaviors, day), news.read(first, day), text_embeddings.read(day),
+            day_interactions, window_behaviors(behaviors, day), news.read(first, day), day_embeddings,
             entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
         )
         return day, started, facts, next(chunks), chunks
