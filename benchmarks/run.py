@@ -258,6 +258,7 @@ def markdown(results: dict) -> str:
     lines = [f"# Benchmark: scale `{results['scale']}` ({results['machine']})", "",
              f"Data: {results['data']}; embeddings {results['embedding_option']}; whole benchmark "
              f"{results['benchmark_wall_s'] / 60:.1f} min.", "",
+             *([f"**Stopped early**: {results['failed']}", ""] if "failed" in results else []),
              "| run | wall s | CPU s | peak RSS MiB | database MiB |", "|---|---|---|---|---|"]
     for name in RUNS:
         if name in results:
@@ -303,7 +304,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = [name for name in ("one_run", "no_inference_run", "daily_next_day") if name in results]
-    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(6 * (len(runs) + 1), 7))
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(6 * (len(runs) + 1), 7), squeeze=False)
+    axes = axes[0]
     for ax, name in zip(axes, runs):
         steps = sorted(results[name]["steps"].items(), key=lambda item: item[1].get("step_s", 0))
         labels = [step.replace("__", "/") for step, _ in steps]
@@ -370,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
            "NEWS_AI_EMBEDDING_BACKEND": args.backend, "NEWS_AI_EMBEDDING_PRECISION": args.precision}
     if args.scale == "tiny":  # ~10 impressions a day: one user without history moves a day's missing share by ~10%
         env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
+    failure = None
     try:
         first = Home(work, "one_run", env)
         results["one_run"] = {**first.run([FIRST, LAST], log), "database_mib": first.size_mib()}
@@ -401,10 +404,12 @@ def main(argv: list[str] | None = None) -> None:
             if "no_inference_run" in results:
                 results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
             print("floor", results["floor"], flush=True)
+    except SystemExit as err:  # a run failed: the runs before it are still reported
+        failure = results["failed"] = str(err)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    if "baseline" not in args.skip:
+    if "baseline" not in args.skip and failure is None:
         users = args.baseline_users if args.baseline_users is not None else (800 if args.scale == "large" else 0)
         results["baseline"] = baseline_comparison(data, users)
         print("baseline", results["baseline"], flush=True)
@@ -414,6 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, out / "report.png")
     print(markdown(results))
     print(f"results in {out}")
+    if failure:
+        raise SystemExit(failure)
 
 
 def _silver_columns(database: Path) -> int:

@@ -35,6 +35,20 @@ def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
     assert (tmp_path / "tiny" / "report.png").stat().st_size > 20_000
 
 
+def test_a_failed_run_stops_the_benchmark_with_a_report_of_what_ran(tmp_path):
+    empty = tmp_path / "no_mind_files"
+    empty.mkdir()
+    completed = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--data", empty, "--results", tmp_path],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode != 0
+    results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert "dagster asset materialize" in results["failed"] and "one_run" not in results
+    assert "Stopped early" in (tmp_path / "tiny" / "results.md").read_text()
+    assert "holds no MIND split folder" in (tmp_path / "tiny" / "runs.log").read_text()
+
+
 @pytest.mark.slow
 def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path, tiny_mind):
     out = tmp_path / "rows.json"

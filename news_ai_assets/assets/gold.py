@@ -48,6 +48,14 @@ def _in(days: list) -> str:
     return f"date IN ({', '.join(repr(str(d)) for d in days)})"
 
 
+def _wide_rows(stored: str, days: list) -> str:
+    """silver.training_examples' rows of `stored` (cross-feature rows of `days`), with the user and news
+    features of those days only: DuckDB does not carry a filter on the view's date across its left
+    joins, so through the view every day's features would be hashed."""
+    return wide_view_sql(stored, f"(SELECT * FROM features.user_features WHERE {_in(days)})",
+                         f"(SELECT * FROM features.news_features WHERE {_in(days)})")
+
+
 @dg.asset(
     key=EVALUATION,
     group_name="gold",
@@ -64,8 +72,8 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
         train_days, dev_days = _days(conn, database.location())
         features = feature_columns(conn.sql("SELECT * FROM silver.training_examples LIMIT 0").pl().schema)
         columns = ", ".join(["split", "impression_id", "position", "clicked", *features])
-        # The sampled impressions' rows are picked before the user and news features are joined on (the
-        # view's joins over every train day spilled more than 10 GB to disk at MIND-large shape).
+        # The sampled impressions' rows are picked before the user and news features are joined on (sorting
+        # the wide rows of every train day spilled past the free disk at MIND-large shape).
         train = conn.sql(
             f"""WITH chosen AS (
                     SELECT * FROM (SELECT DISTINCT split, impression_id FROM silver.cross_features
@@ -73,14 +81,15 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
                     ORDER BY hash(impression_id, {SEED}), impression_id LIMIT {MAX_TRAIN_IMPRESSIONS}),
                 picked AS (SELECT * FROM silver.cross_features SEMI JOIN chosen USING (split, impression_id)
                            WHERE split = 'train' AND {_in(train_days)})
-                SELECT {columns} FROM ({wide_view_sql("picked", "features.user_features", "features.news_features")})
+                SELECT {columns} FROM ({_wide_rows("picked", train_days)})
                 ORDER BY split, impression_id, position"""
         ).pl()
         context.log.info(f"training on {train.height} rows of {train.n_unique(['split', 'impression_id'])} train impressions, "
                          f"{len(features)} features")
         model = fit_ranker(train, features)
         trained = time.perf_counter()
-        dev = conn.sql(f"SELECT {columns} FROM silver.training_examples WHERE split = 'dev' AND {_in(dev_days)}")
+        dev_rows = f"(SELECT * FROM silver.cross_features WHERE split = 'dev' AND {_in(dev_days)})"
+        dev = conn.sql(f"SELECT {columns} FROM ({_wide_rows(dev_rows, dev_days)})")
         scored = []
         for batch in dev.to_arrow_reader(SCORE_BATCH_ROWS):
             rows = pl.from_arrow(batch)
