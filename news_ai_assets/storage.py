@@ -62,6 +62,9 @@ def check_database_file(database: str | Path) -> None:
     path = Path(database)
     if path.parent.exists() and not path.parent.is_dir():
         raise NotADuckDBFileError(f"{path} cannot hold a DuckDB database: {path.parent} is not a folder")
+    if path.is_symlink() and not path.exists():  # its database is gone (or not mounted): not a place to start afresh
+        raise NotADuckDBFileError(f"{path} is a symbolic link to {path.readlink()}, which does not exist; refusing to "
+                                  "create a new database behind it")
     if not path.exists():
         return
     if not path.is_file():

@@ -195,6 +195,18 @@ def test_a_file_that_is_not_a_duckdb_database_is_refused(tmp_path, content):
     assert path.read_bytes() == content
 
 
+def test_a_link_to_a_database_that_is_gone_is_refused_not_recreated(tmp_path):
+    link = tmp_path / "pipeline.duckdb"
+    link.symlink_to(tmp_path / "volume" / "pipeline.duckdb")
+    (tmp_path / "volume").mkdir()
+    with pytest.raises(NotADuckDBFileError, match="symbolic link to .*which does not exist"):
+        connect(link)
+    assert not (tmp_path / "volume" / "pipeline.duckdb").exists()
+    connect(tmp_path / "volume" / "pipeline.duckdb").close()
+    with connect(link) as conn:  # once it is there, the link is followed
+        assert conn.execute("SELECT 1").fetchall() == [(1,)]
+
+
 def test_no_connection_installs_or_loads_extensions_on_its_own(tmp_path):
     with connect(tmp_path / "x.duckdb") as conn:
         settings = dict(conn.execute(
