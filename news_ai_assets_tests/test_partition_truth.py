@@ -42,6 +42,7 @@ def test_each_partition_of_a_range_run_carries_its_own_count_and_preview(range_r
         assert metadata["partition"].value == event.partition
         assert metadata["Query"].value.endswith(f"WHERE date = '{event.partition}'")
         assert metadata["run_partitions"].value == f"{DAYS[0]} .. {DAYS[-1]} (3 days in this run)"
+        assert metadata["process_peak_rss_mib"].value > 0  # the benchmark's memory per step comes from here
         assert f"| {event.partition} |" in metadata["preview"].value or day_rows.height == 0
         other_days = set(DAYS) - {event.partition}
         assert not any(f"| {day} |" in metadata["preview"].value for day in other_days)

@@ -16,7 +16,7 @@ import polars as pl
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.common import (
-    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
+    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, peak_rss_mib,
     SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, unique_rows,
 )
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
@@ -112,14 +112,14 @@ def training_examples(
 
 
 def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict, started: float) -> Iterator[pl.DataFrame]:
-    """Passes a day's chunks on, then records that day's metadata: `facts`, its preview, and the
-    seconds its rows took to compute and store (the IO manager inserts them as they come)."""
+    """Passes a day's chunks on, then records that day's metadata: `facts`, its preview, the seconds
+    its rows took to compute and store (the IO manager inserts them as they come) and the peak RSS."""
     shown = None
     for chunk in chunks:
         shown = shown or preview(chunk.select(chunk.columns[:14]))
         yield chunk
     day_metadata(context, day, {**facts, "compute_and_write_seconds": round(time.perf_counter() - started, 3),
-                                "preview": shown})
+                                "process_peak_rss_mib": peak_rss_mib(), "preview": shown})
 
 
 # The checks read what this asset stores; the features joined on by the view are checked where they are stored.
