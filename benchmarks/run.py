@@ -372,7 +372,6 @@ def main(argv: list[str] | None = None) -> None:
            "NEWS_AI_EMBEDDING_BACKEND": args.backend, "NEWS_AI_EMBEDDING_PRECISION": args.precision}
     if args.scale == "tiny":  # ~10 impressions a day: one user without history moves a day's missing share by ~10%
         env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
-    failure = None
     try:
         first = Home(work, "one_run", env)
         results["one_run"] = {**first.run([FIRST, LAST], log), "database_mib": first.size_mib()}
@@ -405,11 +404,11 @@ def main(argv: list[str] | None = None) -> None:
                 results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
             print("floor", results["floor"], flush=True)
     except SystemExit as err:  # a run failed: the runs before it are still reported
-        failure = results["failed"] = str(err)
+        results["failed"] = str(err)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    if "baseline" not in args.skip and failure is None:
+    if "baseline" not in args.skip and "failed" not in results:
         users = args.baseline_users if args.baseline_users is not None else (800 if args.scale == "large" else 0)
         results["baseline"] = baseline_comparison(data, users)
         print("baseline", results["baseline"], flush=True)
@@ -419,8 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, out / "report.png")
     print(markdown(results))
     print(f"results in {out}")
-    if failure:
-        raise SystemExit(failure)
+    if "failed" in results:
+        raise SystemExit(results["failed"])
 
 
 def _silver_columns(database: Path) -> int:

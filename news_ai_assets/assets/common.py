@@ -85,9 +85,14 @@ def peak_rss_mib() -> float:
     return round(peak / 1024 / (1024 if sys.platform == "darwin" else 1), 1)  # bytes on macOS, KiB on Linux
 
 
+def time_and_memory(what: str, seconds: float) -> dict:
+    """How long `what` took (`<what>_seconds`) and the peak memory so far, as metadata."""
+    return {f"{what}_seconds": round(seconds, 3), "process_peak_rss_mib": peak_rss_mib()}
+
+
 def recorded_time(context: dg.AssetExecutionContext, what: str, seconds: float) -> dict:
-    """Logs and returns how long `what` took (`<what>_seconds`) and the peak memory so far."""
-    record = {f"{what}_seconds": round(seconds, 3), "process_peak_rss_mib": peak_rss_mib()}
+    """Logs and returns time_and_memory(what, seconds)."""
+    record = time_and_memory(what, seconds)
     context.log.info(f"{what}: {seconds:.2f}s, process peak RSS {record['process_peak_rss_mib']} MiB")
     return record
 

@@ -16,8 +16,9 @@ import polars as pl
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.common import (
-    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, peak_rss_mib,
-    SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, unique_rows,
+    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
+    SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory,
+    unique_rows,
 )
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
 from news_ai_assets.compute.silver import (
@@ -118,8 +119,8 @@ def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict
     for chunk in chunks:
         shown = shown or preview(chunk.select(chunk.columns[:14]))
         yield chunk
-    day_metadata(context, day, {**facts, "compute_and_write_seconds": round(time.perf_counter() - started, 3),
-                                "process_peak_rss_mib": peak_rss_mib(), "preview": shown})
+    day_metadata(context, day, {**facts, **time_and_memory("compute_and_write", time.perf_counter() - started),
+                                "preview": shown})
 
 
 # The checks read what this asset stores; the features joined on by the view are checked where they are stored.
