@@ -611,7 +611,11 @@ class DuckDBDatabase(Database):
         return self.database
 
     def reader(self) -> duckdb.DuckDBPyConnection:
-        return connect(self.database)
+        """In a run, a cursor of the run's connection: closing that at the run's end closes every
+        reader with it, also one a lazy scan still holds (Polars may drop a plan, and with it the
+        scan's connection, only later), so that nothing keeps the file open once the run is over."""
+        held = _open_for_run.get(self.database)
+        return held.cursor() if held is not None else connect(self.database)
 
     def replace_days(self, schema, table, rows, days, day_column="date", run_id=None) -> Written:
         where, params = days_filter(days, day_column)

@@ -268,6 +268,35 @@ def test_a_run_keeps_the_file_open_with_its_memory_limit_and_leaves_it_checkpoin
                           capture_output=True, text=True).stdout.strip() == "1000"
 
 
+def test_a_scan_still_referenced_after_the_run_does_not_keep_the_file_open(tmp_path):
+    """Polars may drop a lazy plan, and the DuckDB connection its scan holds, after the run ended.
+    Such a leftover reader must not keep the file open: the same process then could not open it
+    read-only ("a different configuration than existing connections")."""
+    from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
+    from news_ai_assets.tables import DayRows, StoredDays
+
+    path, day = tmp_path / "scan.duckdb", "2019-11-09"
+    partitions = dg.DailyPartitionsDefinition(start_date=day, end_date="2019-11-10")
+    left_over = []
+
+    @dg.asset(key_prefix="layer", partitions_def=partitions, metadata={"partition_expr": "date"})
+    def upstream() -> DayRows:
+        return DayRows([(D1, _frame(D1, [1, 2]))])
+
+    @dg.asset(key_prefix="layer", partitions_def=partitions, metadata={"partition_expr": "date"})
+    def downstream(upstream: StoredDays) -> DayRows:
+        left_over.append(upstream.scan())  # a plan that outlives the step
+        return DayRows([(D1, upstream.read(D1))])
+
+    result = dg.materialize([upstream, downstream], partition_key=day, resources={
+        "io_manager": DuckDBPolarsIOManager(database=str(path)), "database": DuckDBDatabase(database=str(path))})
+    assert result.success and left_over
+    with connect(path, read_only=True) as conn:
+        assert conn.sql("SELECT count(*) FROM layer.downstream").fetchall() == [(2,)]
+    with pytest.raises(duckdb.ConnectionException, match="closed"):
+        left_over[0].collect()  # the leftover reader was closed with the run, not left holding the file
+
+
 def test_the_next_chunk_is_computed_while_this_one_is_stored():
     """computed_ahead keeps the order, overlaps computing with storing, and raises what computing raised."""
     import threading
