@@ -535,11 +535,10 @@ def _refuse_table_where_view_goes(connection, schema: str, name: str) -> None:
         )
 
 
-# The run's own connection to each file it holds, open from the run's start to its end. While one
-# connection is open, DuckDB's Python client gives every later connect() of the same file a new
-# connection to that open database: opening it again would reload the catalog and replay the whole
-# write-ahead log (up to the 1 GB checkpoint threshold) for every step and every read, 13 of the
-# 120 s of a MIND-small range run.
+# The run's own connection to each file it holds, open from the run's start to its end. Every reader
+# of the run is a cursor of it (DuckDBDatabase.reader), a new connection to that open database:
+# opening the file again would reload the catalog and replay the whole write-ahead log (up to the
+# 1 GB checkpoint threshold) for every step and every read, 13 of the 120 s of a MIND-small range run.
 _open_for_run: dict[str, duckdb.DuckDBPyConnection] = {}
 
 
