@@ -12,23 +12,31 @@ meta.partition_writes right after its commit; a run killed between the two leave
 rows and record disagree, which the next run that reads the day refuses, naming the day.
 
 Reads: a connection is an in-memory DuckDB in which each table of meta.catalog is a view over its
-current Delta snapshot (Arrow dataset: filters and columns reach the Parquet files), and the
-asset views (bronze.news, the wide silver table, ...) are defined over them as in the DuckDB file.
+current Delta snapshot (an Arrow dataset on Arrow's own local or S3 filesystem: filters and columns
+reach the Parquet files), and the asset views (bronze.news, the wide silver table, ...) are defined
+over them as in the DuckDB file.
 
 Credentials and endpoint come from the environment, as delta-rs reads them (AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_CONDITIONAL_PUT=etag).
+AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_CONDITIONAL_PUT=etag), or
+from the IO manager's storage options; Arrow's S3 client for the reads takes the same ones.
 """
 
 import datetime as dt
+import functools
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pa_fs
 from dagster_deltalake.io_manager import DeltaLakeDbClient
 from dagster_deltalake_polars import DeltaLakePolarsIOManager
 from deltalake import DeltaTable, write_deltalake
@@ -83,14 +91,52 @@ def _latest(uri: str, storage_options: dict[str, str]) -> DeltaTable | None:
     return _OPENED[uri]
 
 
-def _dataset(stored: DeltaTable):
-    """The snapshot as an Arrow dataset, strings read as string_view: Delta's MERGE writes Parquet
-    files whose strings are string_view, and Arrow cannot evaluate a pushed-down filter that compares
-    such a file's column with a plain string."""
+def _s3_settings(storage_options: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The S3 settings delta-rs reads, by its names less the `aws_` prefix: the environment's AWS_*
+    variables, overridden by the storage options."""
+    settings = {name.lower().removeprefix("aws_"): value for name, value in os.environ.items()
+                if name.startswith("AWS_") and value}
+    settings |= {name.lower().removeprefix("aws_"): str(value) for name, value in storage_options.items() if value}
+    return tuple(sorted(settings.items()))
+
+
+@functools.cache
+def _s3(settings: tuple[tuple[str, str], ...]) -> pa_fs.S3FileSystem:
+    """Arrow's own S3 client, set up as delta-rs is by the same settings (credentials left out are
+    found by the AWS SDK's chain: profile, web identity, instance metadata)."""
+    given = dict(settings)
+
+    def first(*names: str) -> str | None:
+        return next((given[name] for name in names if name in given), None)
+
+    endpoint = first("endpoint_url", "endpoint")
+    address = urlsplit(endpoint) if endpoint and "://" in endpoint else None
+    return pa_fs.S3FileSystem(
+        access_key=first("access_key_id"), secret_key=first("secret_access_key"),
+        session_token=first("session_token", "token"), region=first("region", "default_region"),
+        scheme=address.scheme if address else None,
+        endpoint_override=(address.netloc + address.path.rstrip("/")) if address else endpoint,
+    )
+
+
+def _filesystem(uri: str, storage_options: dict[str, str]) -> pa_fs.FileSystem:
+    """The table's folder on Arrow's own local or S3 filesystem. deltalake's default is a filesystem
+    written in Python, which Arrow's reader threads call while holding a lock of the scan. A DuckDB
+    thread starting that scan holds the GIL and waits for the same lock, so both wait forever: a
+    backfill's run on S3 hung that way in a check step. Native reads never need the GIL."""
+    if uri.startswith("s3://"):
+        return pa_fs.SubTreeFileSystem(uri.removeprefix("s3://"), _s3(_s3_settings(storage_options)))
+    return pa_fs.SubTreeFileSystem(uri.removeprefix("file://"), pa_fs.LocalFileSystem())
+
+
+def _dataset(stored: DeltaTable, storage_options: dict[str, str]) -> ds.FileSystemDataset:
+    """The snapshot as an Arrow dataset on a native filesystem (_filesystem), strings read as
+    string_view: Delta's MERGE writes Parquet files whose strings are string_view, and Arrow cannot
+    evaluate a pushed-down filter that compares such a file's column with a plain string."""
     uri, version = stored.table_uri, stored.version()
     if _DATASETS.get(uri, (None, None))[0] != version:
-        schema = stored.to_pyarrow_dataset().schema
-        _DATASETS[uri] = version, stored.to_pyarrow_dataset(schema=pa.schema([f.with_type(_as_view(f.type)) for f in schema]))
+        schema = pa.schema([f.with_type(_as_view(f.type)) for f in pa.schema(stored.schema().to_arrow())])
+        _DATASETS[uri] = version, stored.to_pyarrow_dataset(filesystem=_filesystem(uri, storage_options), schema=schema)
     return _DATASETS[uri][1]
 
 
@@ -125,7 +171,7 @@ class DeltaDatabase(Database):
     def reader(self) -> duckdb.DuckDBPyConnection:
         conn = open_duckdb()
         catalog = self._table(*CATALOG)
-        entries = catalog.to_pyarrow_table().to_pylist() if catalog else []
+        entries = _dataset(catalog, self.storage_options).to_table().to_pylist() if catalog else []
         views = []
         for entry in sorted(entries, key=lambda e: e["name"]):
             schema, name = entry["name"].split(".")
@@ -136,7 +182,7 @@ class DeltaDatabase(Database):
             stored = self._table(schema, name)
             if stored is None:  # registered, first write still under way
                 continue
-            conn.register(f"delta__{schema}__{name}", _dataset(stored))
+            conn.register(f"delta__{schema}__{name}", _dataset(stored, self.storage_options))
             conn.execute(f"CREATE VIEW {quote(schema)}.{quote(name)} AS SELECT * FROM {quote(f'delta__{schema}__{name}')}")
         while views:  # a view may read another: define them in the order their inputs allow
             pending = []
@@ -157,7 +203,7 @@ class DeltaDatabase(Database):
         key = f"{schema}.{name}"
         catalog = self._table(*CATALOG)
         if catalog is not None:
-            known = {e["name"]: e["sql"] for e in catalog.to_pyarrow_table().to_pylist()}
+            known = {e["name"]: e["sql"] for e in _dataset(catalog, self.storage_options).to_table().to_pylist()}
             if key in known and known[key] == sql:
                 return
         entry = pa.table({"name": [key], "kind": [kind], "sql": pa.array([sql], pa.string())})
@@ -210,14 +256,13 @@ class DeltaDatabase(Database):
         by_day = self._count_days(after, days or [], day_column)
         if days:
             self._record(schema, table, by_day, run_id)
-        return Written(changed, sum(by_day.values()) if days else after.to_pyarrow_dataset().count_rows(), by_day)
+        return Written(changed, sum(by_day.values()) if days else _dataset(after, self.storage_options).count_rows(), by_day)
 
-    @staticmethod
-    def _count_days(stored: DeltaTable, days: Sequence[dt.date], day_column: str) -> dict[dt.date, int]:
+    def _count_days(self, stored: DeltaTable, days: Sequence[dt.date], day_column: str) -> dict[dt.date, int]:
         if not days:
             return {}
         with open_duckdb() as conn:
-            conn.register("stored", _dataset(stored))
+            conn.register("stored", _dataset(stored, self.storage_options))
             counted = dict(conn.execute(
                 f"SELECT {quote(day_column)}::DATE, count(*) FROM stored WHERE {quote(day_column)} BETWEEN ? AND ? GROUP BY 1",
                 [min(days), max(days)],
@@ -273,7 +318,8 @@ class DeltaDatabase(Database):
 
         def extend() -> int:
             stored = self._table(schema, table)
-            known = pl.from_arrow(stored.to_pyarrow_table(filters=[("vocabulary", "=", vocabulary)])).cast(VOCABULARY_COLUMNS)
+            rows = _dataset(stored, self.storage_options).to_table(filter=pc.field("vocabulary") == pa.scalar(vocabulary, pa.string_view()))
+            known = pl.from_arrow(rows).cast(VOCABULARY_COLUMNS)
             added = new_ids(known, vocabulary, tokens)
             if added.height:
                 write_deltalake(stored, pl.concat([known, added]).to_arrow(), mode="overwrite",
