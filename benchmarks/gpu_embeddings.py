@@ -124,7 +124,7 @@ def encoder_rows(spec_args: dict, device, texts, distinct, references, batch_siz
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
 
-                def encode(chunk, batch=batch):
+                def encode(chunk, batch=batch, encoder=encoder):
                     return np.concatenate(list(encoder.encode(chunk, batch)))
 
                 rate = timed(encode, texts, device, batch, repeats)
