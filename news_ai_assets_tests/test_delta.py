@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 
-from news_ai_assets.delta_storage import DeltaDatabase
+from news_ai_assets.delta_storage import DeltaDatabase, table_uri
 from news_ai_assets.storage import Database, DuckDBDatabase, StorageWriteError, require_written
 from news_ai_assets_tests.pipeline import materialize
 
@@ -238,6 +240,29 @@ def test_reads_never_call_into_python(where, tmp_path, request, monkeypatch):
     assert sorted(_day_values(database)) == [(1, 1), (2, 1)]
     assert database.assign_ids("features", "vocabulary_ids", "news", pl.Series(["N1", "N2"])) == 2
     assert database.assign_ids("features", "vocabulary_ids", "news", pl.Series(["N2", "N3"])) == 1
+
+
+@pytest.mark.parametrize("damage", ["deleted", "dangling link", "deleted on s3"])
+def test_a_data_file_the_log_names_but_storage_lacks_fails_the_read_naming_it(damage, tmp_path, request):
+    """Reads open the files Delta's log lists on Arrow's own filesystem: one that is gone (deleted, or
+    replaced by a link to nothing) fails the read with its path, never a day with fewer rows."""
+    uri = f"{request.getfixturevalue('s3_bucket')}/damaged" if damage == "deleted on s3" else str(tmp_path / "lake")
+    database = DeltaDatabase(uri=uri)
+    database.replace_days("layer", "t", pl.concat([_frame(DAY, [1]), _frame(DAY + dt.timedelta(days=1), [2])]),
+                          [DAY, DAY + dt.timedelta(days=1)])
+    victim = next(path for path in DeltaTable(table_uri(uri, "layer", "t")).file_uris() if f"date={DAY}" in path)
+    if damage == "deleted on s3":
+        import boto3
+
+        bucket, key = victim.removeprefix("s3://").split("/", 1)
+        boto3.client("s3").delete_object(Bucket=bucket, Key=key)
+    else:
+        os.remove(victim)
+        if damage == "dangling link":
+            os.symlink(tmp_path / "gone.parquet", victim)
+    with pytest.raises(duckdb.Error, match=victim.removeprefix("s3://").rsplit("/", 1)[1]):
+        with database.connect() as conn:
+            conn.sql("SELECT value FROM layer.t WHERE date = ?", params=[DAY]).fetchall()
 
 
 def test_storage_options_alone_reach_the_s3_reads(s3_bucket, monkeypatch):
