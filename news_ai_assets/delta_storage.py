@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import duckdb
 import polars as pl
@@ -123,10 +123,12 @@ def _filesystem(uri: str, storage_options: dict[str, str]) -> pa_fs.FileSystem:
     """The table's folder on Arrow's own local or S3 filesystem. deltalake's default is a filesystem
     written in Python, which Arrow's reader threads call while holding a lock of the scan. A DuckDB
     thread starting that scan holds the GIL and waits for the same lock, so both wait forever: a
-    backfill's run on S3 hung that way in a check step. Native reads never need the GIL."""
-    if uri.startswith("s3://"):
-        return pa_fs.SubTreeFileSystem(uri.removeprefix("s3://"), _s3(_s3_settings(storage_options)))
-    return pa_fs.SubTreeFileSystem(uri.removeprefix("file://"), pa_fs.LocalFileSystem())
+    backfill's run on S3 hung that way in a check step. Native reads never need the GIL.
+
+    `uri` is the table's URI as delta-rs gives it (file:// or s3://), percent-encoded."""
+    scheme, _, encoded = uri.partition("://")
+    base = _s3(_s3_settings(storage_options)) if scheme == "s3" else pa_fs.LocalFileSystem()
+    return pa_fs.SubTreeFileSystem(unquote(encoded), base)
 
 
 def _dataset(stored: DeltaTable, storage_options: dict[str, str]) -> ds.FileSystemDataset:

@@ -242,6 +242,16 @@ def test_reads_never_call_into_python(where, tmp_path, request, monkeypatch):
     assert database.assign_ids("features", "vocabulary_ids", "news", pl.Series(["N2", "N3"])) == 1
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_root_with_odd_characters_reads_back(where, tmp_path, request):
+    """delta-rs gives a table's URI percent-encoded: the native reads open the folder it stands for."""
+    odd = "my lake 50%'x"
+    uri = str(tmp_path / f"{odd} #1") if where == "folder" else f"{request.getfixturevalue('s3_bucket')}/{odd}"
+    database = DeltaDatabase(uri=uri)
+    assert database.replace_days("layer", "t", _frame(DAY, [3, 4]), [DAY]).rows == 2
+    assert sorted(_day_values(database)) == [(3, 1), (4, 1)]
+
+
 @pytest.mark.parametrize("damage", ["deleted", "dangling link", "deleted on s3"])
 def test_a_data_file_the_log_names_but_storage_lacks_fails_the_read_naming_it(damage, tmp_path, request):
     """Reads open the files Delta's log lists on Arrow's own filesystem: one that is gone (deleted, or
