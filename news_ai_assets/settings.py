@@ -111,6 +111,8 @@ def _delta_uri() -> str:
     scheme = raw.split("://", 1)[0] if "://" in raw else None
     if scheme not in (None, "file", "s3") or (scheme == "s3" and not raw[len("s3://"):].strip("/")):
         raise SettingError(f"NEWS_AI_DELTA_URI={raw!r} must be a folder, file://PATH or s3://BUCKET[/PREFIX]")
+    if scheme and any(mark in raw for mark in "#?"):  # delta-rs would cut the path there: every table in one place
+        raise SettingError(f"NEWS_AI_DELTA_URI={raw!r}: in a URI, '#' and '?' end the path; give such a folder as a plain path")
     return normalised_uri(raw)
 
 

@@ -30,6 +30,8 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_STORAGE", "parquet", "is not one of duckdb, delta"),
         ("NEWS_AI_DELTA_URI", "gs://bucket/x", "must be a folder, file://PATH or s3://BUCKET"),
         ("NEWS_AI_DELTA_URI", "s3://", "must be a folder, file://PATH or s3://BUCKET"),
+        ("NEWS_AI_DELTA_URI", "s3://lake/news #1", "in a URI, '#' and '\\?' end the path"),
+        ("NEWS_AI_DELTA_URI", "file:///data/lake?x", "in a URI, '#' and '\\?' end the path"),
         ("NEWS_AI_DUCKDB_MEMORY_LIMIT", "lots", "is not a memory size DuckDB accepts"),
     ],
 )
