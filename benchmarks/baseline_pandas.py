@@ -10,7 +10,7 @@ import datetime as dt
 
 import pandas as pd
 
-from news_ai_assets_tests import reference
+from news_ai_assets.compute import reference
 
 
 def interactions(behaviors: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from news_ai_assets.embedding_model import (  # noqa: E402
+from news_ai_assets.compute.encoder import (  # noqa: E402
     BACKENDS, DEFAULT_BATCH_SIZES, DEFAULT_MODEL, PRECISIONS, EmbeddingModelError, Encoder, EncoderSpec, model_location,
     resolve_device,
 )

@@ -183,8 +183,8 @@ class DeltaHome(Home):
 def copy_embedding_cache_to_delta(source: Path, uri: Path) -> None:
     """Seeds Delta tables with a DuckDB file's embedding cache, and nothing else."""
     from news_ai_assets.compute.embeddings import CACHE_KEY, CACHE_TABLE
-    from news_ai_assets.delta_storage import DeltaDatabase
-    from news_ai_assets.storage import connect
+    from news_ai_assets.storage.delta_tables import DeltaDatabase
+    from news_ai_assets.storage.duckdb_file import connect
 
     with connect(source, read_only=True) as conn:
         cache = conn.sql(f"SELECT * FROM {'.'.join(CACHE_TABLE)}").pl()
@@ -193,7 +193,7 @@ def copy_embedding_cache_to_delta(source: Path, uri: Path) -> None:
 
 def copy_embedding_cache(source: Path, target: Path) -> None:
     """Seeds a fresh database with another's embedding cache, and nothing else."""
-    from news_ai_assets.storage import connect
+    from news_ai_assets.storage.duckdb_file import connect
 
     with connect(target) as conn:
         conn.execute("ATTACH ? AS source (READ_ONLY)", [str(source)])
@@ -423,14 +423,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _silver_columns(database: Path) -> int:
-    from news_ai_assets.storage import connect
+    from news_ai_assets.storage.duckdb_file import connect
 
     with connect(database, read_only=True) as conn:
         return conn.execute("SELECT count(*) FROM (DESCRIBE silver.training_examples)").fetchall()[0][0]
 
 
 def _native_bf16() -> bool:
-    from news_ai_assets.embedding_model import cpu_has_native_bf16
+    from news_ai_assets.compute.encoder import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
 

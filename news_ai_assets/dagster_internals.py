@@ -2,7 +2,7 @@
 
 - DbIOManager, DbTypeHandler, DbClient, TableSlice: dagster-duckdb builds its IO manager on them
   and offers no public way to replace the client that deletes a partition outside the insert's
-  transaction (see storage.py).
+  transaction (see storage/duckdb_file.py).
 - AssetCheckEvaluationTargetMaterializationData: a check over a range run reports one evaluation
   per partition (AssetCheckResult can only report the run's single partition key); each is linked
   to its own partition's materialisation, as AssetCheckResult does for a single partition.

@@ -9,8 +9,9 @@ from news_ai_assets.assets import bronze, entities, features, gold, impressions,
 from news_ai_assets.assets.common import DAILY_ASSETS
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.settings import SETTINGS, daily_partitions
-from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
-from news_ai_assets.storage import Database, DuckDBDatabase, DuckDBPolarsIOManager
+from news_ai_assets.storage.database import Database
+from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
+from news_ai_assets.storage.duckdb_file import DuckDBDatabase, DuckDBPolarsIOManager
 
 all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, impressions, gold])
 all_checks = [*bronze.bronze_checks, *features.feature_checks, *entities.entity_checks, *silver.silver_checks,

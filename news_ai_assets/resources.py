@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from news_ai_assets.embedding_model import DEFAULT_MODEL, Encoder, EncoderSpec, check_options, load_encoder, resolve_device
+from news_ai_assets.compute.encoder import (
+    DEFAULT_MODEL, Encoder, EncoderSpec, check_options, load_encoder, resolve_device,
+)
 from news_ai_assets.mind import sample
 from news_ai_assets.mind.reader import SplitDir, discover_splits
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from news_ai_assets.embedding_model import BACKENDS, DEVICES, PRECISIONS
-from news_ai_assets.delta_storage import normalised_uri
-from news_ai_assets.storage import NotADuckDBFileError, check_database_file
+from news_ai_assets.compute.encoder import BACKENDS, DEVICES, PRECISIONS
+from news_ai_assets.storage.delta_tables import normalised_uri
+from news_ai_assets.storage.duckdb_file import NotADuckDBFileError, check_database_file
 
 DEFAULT_START_DATE = "2019-11-09"
 DEFAULT_END_DATE = "2019-11-22"

@@ -6,7 +6,7 @@ adds, so a day materialised empty reads 0 and a day never materialised is blank.
 
 import polars as pl
 
-from news_ai_assets.storage import LEDGER, Database, quote
+from news_ai_assets.storage.database import LEDGER, Database, quote
 
 SIDE_TABLES = ("bronze.rejects", "features.embedding_cache", "features.vocabulary_ids")
 EVALUATION = "gold.ranker_evaluation"

@@ -10,10 +10,10 @@ os.environ.setdefault("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.2")
 
 from dagster_deltalake import LocalConfig, S3Config
 
-from news_ai_assets.delta_storage import DeltaDatabase, DeltaPolarsIOManager
 from news_ai_assets.mind import sample
 from news_ai_assets.resources import EmbeddingModel, MindSource
-from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
+from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
+from news_ai_assets.storage.duckdb_file import DuckDBDatabase, DuckDBPolarsIOManager
 
 # Converted OpenVINO models go to a folder of the test session, not the user's cache (subprocesses inherit it).
 os.environ.setdefault("NEWS_AI_OPENVINO_CACHE", tempfile.mkdtemp(prefix="news_ai_openvino_"))

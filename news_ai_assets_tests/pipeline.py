@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.definitions import all_assets, all_checks
-from news_ai_assets.storage import connect
+from news_ai_assets.storage.duckdb_file import connect
 from news_ai_assets_tests.conftest import pipeline_resources
 
 PARTITIONED_ASSETS = ["bronze/behaviors", "bronze/news", "features/interactions", "features/candidate_stats",

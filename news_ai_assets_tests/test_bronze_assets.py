@@ -8,8 +8,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from news_ai_assets.compute import reference
 from news_ai_assets.mind.reader import discover_splits
-from news_ai_assets_tests import pipeline, reference
+from news_ai_assets_tests import pipeline
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import read_table
 

@@ -20,8 +20,9 @@ import pytest
 from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 
-from news_ai_assets.delta_storage import DeltaDatabase, table_uri
-from news_ai_assets.storage import Database, DuckDBDatabase, StorageWriteError, require_written
+from news_ai_assets.storage.database import Database, StorageWriteError, require_written
+from news_ai_assets.storage.delta_tables import DeltaDatabase, table_uri
+from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.pipeline import materialize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ import polars as pl
 import pytest
 import torch
 
-from news_ai_assets import embedding_model
+from news_ai_assets.compute import encoder as encoder_module
+from news_ai_assets.compute.encoder import EmbeddingModelError, Encoder, EncoderSpec, load_encoder, resolve_device
 from news_ai_assets.compute.news_features import combined_text
-from news_ai_assets.embedding_model import EmbeddingModelError, Encoder, EncoderSpec, load_encoder, resolve_device
 from news_ai_assets.mind.reader import discover_splits, read_news
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets_tests.conftest import pipeline_resources
@@ -35,7 +35,7 @@ def test_auto_prefers_mps_then_cuda(monkeypatch):
 
 
 def test_unsupported_options_are_refused(monkeypatch):
-    monkeypatch.setattr(embedding_model, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(EmbeddingModelError, match="native bfloat16"):
         Encoder(EncoderSpec(device="cpu", precision="bf16"))
     with pytest.raises(EmbeddingModelError, match="not one of fp32, bf16, fp16"):
@@ -80,7 +80,7 @@ OPTIONS = [("torch", "fp32", 1 - 1e-6), ("openvino", "fp32", 1 - 1e-5), ("torch"
 
 @pytest.mark.parametrize(("backend", "precision", "min_cosine"), OPTIONS)
 def test_real_news_match_a_direct_encode(real_texts, direct_encode, backend, precision, min_cosine):
-    if precision == "bf16" and not embedding_model.cpu_has_native_bf16():
+    if precision == "bf16" and not encoder_module.cpu_has_native_bf16():
         pytest.skip("no native bf16 on this CPU")
     encoder = load_encoder(EncoderSpec(device="cpu", backend=backend, precision=precision))
     vectors = np.concatenate(list(encoder.encode(real_texts, batch_size=16, chunk_size=64)))
@@ -93,7 +93,7 @@ def test_the_batch_tokenizer_gives_what_the_transformers_tokenizer_gives(real_te
     encoder = load_encoder(EncoderSpec(device="cpu"))
     long_text = " ".join(real_texts[:20])  # past max_seq_length: truncated
     texts = [long_text, *real_texts, "", "Ünïcödé — digits 2019, punctuation!?"]
-    ours = embedding_model.BatchTokenizer(encoder.model.tokenizer, encoder.model.max_seq_length)(texts)
+    ours = encoder_module.BatchTokenizer(encoder.model.tokenizer, encoder.model.max_seq_length)(texts)
     theirs = encoder.model.tokenizer(
         texts, padding=True, truncation=True, max_length=encoder.model.max_seq_length, return_tensors="np"
     )
@@ -116,8 +116,8 @@ def test_the_converted_openvino_model_is_cached_at_full_precision_and_gives_the_
 
 def test_the_batch_size_defaults_to_the_devices_and_configuration_wins(real_texts):
     encoder = load_encoder(EncoderSpec(device="cpu"))
-    assert encoder.default_batch_size == embedding_model.DEFAULT_BATCH_SIZES["cpu"] == 32
-    assert embedding_model.DEFAULT_BATCH_SIZES["cuda"] > embedding_model.DEFAULT_BATCH_SIZES["mps"] > 32
+    assert encoder.default_batch_size == encoder_module.DEFAULT_BATCH_SIZES["cpu"] == 32
+    assert encoder_module.DEFAULT_BATCH_SIZES["cuda"] > encoder_module.DEFAULT_BATCH_SIZES["mps"] > 32
     default = np.concatenate(list(encoder.encode(real_texts)))
     small_batches = np.concatenate(list(encoder.encode(real_texts, batch_size=5, chunk_size=40)))
     np.testing.assert_allclose(default, small_batches, atol=1e-6)

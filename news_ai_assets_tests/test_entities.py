@@ -7,10 +7,10 @@ import shutil
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.entity_features import entity_features
 from news_ai_assets.mind.entities import DIMENSION, VectorFile, read_vectors
-from news_ai_assets.storage import connect
-from news_ai_assets_tests import reference
+from news_ai_assets.storage.duckdb_file import connect
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import failure_messages, materialize, read_table
 

@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 from news_ai_assets import summary
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.evaluation import METRICS, impression_metrics
-from news_ai_assets.storage import DuckDBDatabase
-from news_ai_assets_tests import reference
+from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, evaluate, failure_messages, materialize, read_table
 
 

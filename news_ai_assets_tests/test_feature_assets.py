@@ -3,9 +3,9 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import materialize, read_table
 

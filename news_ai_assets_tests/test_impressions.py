@@ -5,9 +5,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.impressions import article_ids, impressions_for_day
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import materialize, read_table
 

@@ -2,9 +2,9 @@ import datetime as dt
 
 import polars as pl
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.news_features import news_features
 from news_ai_assets.mind.reader import discover_splits, read_news
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 
 

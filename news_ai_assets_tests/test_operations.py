@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from news_ai_assets.definitions import defs, mind_features_job_schedule
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
-from news_ai_assets.storage import connect, replace_rows
+from news_ai_assets.storage.duckdb_file import connect, replace_rows
 from news_ai_assets_tests.pipeline import another_process_holding, failure_messages, materialize, read_table
 
 
@@ -62,7 +62,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import datetime as dt, sys, time
     import polars as pl, pyarrow as pa
-    from news_ai_assets.storage import connect, replace_rows
+    from news_ai_assets.storage.duckdb_file import connect, replace_rows
 
     day = dt.date(2019, 11, 9)
     schema = pl.DataFrame({"date": [day], "value": [0]}).to_arrow().schema

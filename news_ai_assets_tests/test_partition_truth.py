@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 
 from news_ai_assets.definitions import all_assets
-from news_ai_assets.storage import connect
+from news_ai_assets.storage.duckdb_file import connect
 from news_ai_assets_tests.conftest import pipeline_resources
-from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, PARTITIONED_CHECKS, failure_messages, materialize, read_table
+from news_ai_assets_tests.pipeline import (
+    PARTITIONED_ASSETS, PARTITIONED_CHECKS, failure_messages, materialize, read_table,
+)
 
 DAYS = ["2019-11-12", "2019-11-13", "2019-11-14"]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.interactions import interactions_from_behaviors
 from news_ai_assets.compute.user_features import user_features_for_day
 from news_ai_assets.mind.reader import MindInputError, discover_splits, read_behaviors, read_news
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 
 ALL_DAYS = (dt.date(2019, 11, 1), dt.date(2019, 12, 1))

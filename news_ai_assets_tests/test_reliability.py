@@ -14,9 +14,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from news_ai_assets import run_lock
-from news_ai_assets.storage import DuckDBDatabase, connect
 from news_ai_assets.assets.common import DAILY_ASSETS
+from news_ai_assets.storage import run_lock
+from news_ai_assets.storage.duckdb_file import DuckDBDatabase, connect
 from news_ai_assets_tests.pipeline import failure_messages, materialize, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_a_waiting_storage_resource_holds_back_until_the_run_before_it_ends(tmp_
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import logging, time
-            from news_ai_assets import run_lock
+            from news_ai_assets.storage import run_lock
             run_lock.acquire({str(db)!r}, logging.getLogger(), {{"run_id": "holder"}})
             print("held", flush=True)
             time.sleep(4)

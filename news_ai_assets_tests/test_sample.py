@@ -4,9 +4,9 @@ import filecmp
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.mind import sample
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
-from news_ai_assets_tests import reference
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.silver import RecentShows, silver_for_day
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import PARTITIONED_CHECKS, materialize, read_table
 

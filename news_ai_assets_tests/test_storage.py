@@ -9,10 +9,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from news_ai_assets.storage import (
-    DuckDBLockedError, NotADuckDBFileError, SchemaMismatchError, StorageWriteError, connect, recorded_partitions,
-    replace_rows, require_written,
-)
+from news_ai_assets.storage.database import SchemaMismatchError, StorageWriteError, recorded_partitions, require_written
+from news_ai_assets.storage.duckdb_file import DuckDBLockedError, NotADuckDBFileError, connect, replace_rows
 from news_ai_assets_tests.pipeline import another_process_holding
 
 DAY = "date = ?"
@@ -246,7 +244,7 @@ def test_a_run_keeps_the_file_open_with_its_memory_limit_and_leaves_it_checkpoin
     """Every connection of a run shares the database the run opened (a fresh open would replay the
     write-ahead log each time), so the run's memory limit reaches them; at the end the log is folded
     into the file and the file is closed."""
-    from news_ai_assets.storage import DuckDBDatabase
+    from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 
     path = tmp_path / "run.duckdb"
     seen = {}
@@ -272,8 +270,8 @@ def test_a_scan_still_referenced_after_the_run_does_not_keep_the_file_open(tmp_p
     """Polars may drop a lazy plan, and the DuckDB connection its scan holds, after the run ended.
     Such a leftover reader must not keep the file open: the same process then could not open it
     read-only ("a different configuration than existing connections")."""
-    from news_ai_assets.storage import DuckDBDatabase, DuckDBPolarsIOManager
-    from news_ai_assets.tables import DayRows, StoredDays
+    from news_ai_assets.storage.duckdb_file import DuckDBDatabase, DuckDBPolarsIOManager
+    from news_ai_assets.storage.tables import DayRows, StoredDays
 
     path, day = tmp_path / "scan.duckdb", "2019-11-09"
     partitions = dg.DailyPartitionsDefinition(start_date=day, end_date="2019-11-10")
@@ -301,7 +299,7 @@ def test_the_next_chunk_is_computed_while_this_one_is_stored():
     """computed_ahead keeps the order, overlaps computing with storing, and raises what computing raised."""
     import threading
 
-    from news_ai_assets.tables import computed_ahead
+    from news_ai_assets.storage.tables import computed_ahead
 
     second_started = threading.Event()
 

@@ -3,9 +3,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from news_ai_assets.compute import reference
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS, user_features_for_day
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
-from news_ai_assets_tests import reference
 from news_ai_assets_tests.compare import assert_rows_match
 
 ALL_DAYS = (dt.date(2019, 11, 1), dt.date(2019, 12, 1))

@@ -1,6 +1,6 @@
 """Bronze layer: MIND files parsed into typed, daily-partitioned tables.
 
-Each raw file is parsed once per version into staged tables (staging.py); a run then writes its
+Each raw file is parsed once per version into staged tables (storage/staging.py); a run then writes its
 days one at a time as filters of the staged rows.
 """
 
@@ -13,9 +13,9 @@ from news_ai_assets.assets.common import (
 from news_ai_assets.compute.bronze import news_for_days
 from news_ai_assets.mind.reader import BEHAVIOR_DESCRIPTIONS, NEWS_DESCRIPTIONS, SPLITS, MindInputError, SplitDir
 from news_ai_assets.resources import MindSource
-from news_ai_assets.staging import stage, staged_splits
-from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays
+from news_ai_assets.storage.database import Database
+from news_ai_assets.storage.staging import stage, staged_splits
+from news_ai_assets.storage.tables import DayRows, StoredDays
 
 BEHAVIORS = dg.AssetKey(["bronze", "behaviors"])
 NEWS = dg.AssetKey(["bronze", "news"])

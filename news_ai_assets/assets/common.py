@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from news_ai_assets.dagster_internals import check_evaluations
 from news_ai_assets.settings import SETTINGS, daily_partitions
-from news_ai_assets.storage import Database, quote
+from news_ai_assets.storage.database import Database, quote
 
 # Dagster features we rely on knowingly, whose "beta"/"preview" notices would otherwise print on
 # every command: per-partition asset checks, lookback windows that start before the first

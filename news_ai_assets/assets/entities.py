@@ -8,11 +8,12 @@ from news_ai_assets.assets.common import (
     SqlCheck, column_schema, counts_table, day_metadata, no_rows_where, partition_days, preview, run_metadata,
     sql_checks, stored_as, timed,
 )
-from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS, entity_features as compute_entity_features
+from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS
+from news_ai_assets.compute.entity_features import entity_features as compute_entity_features
 from news_ai_assets.mind.entities import Vectors, read_vectors, vector_files
 from news_ai_assets.resources import MindSource
-from news_ai_assets.storage import Database, Replacement
-from news_ai_assets.tables import DayRows, StoredDays
+from news_ai_assets.storage.database import Database, Replacement
+from news_ai_assets.storage.tables import DayRows, StoredDays
 
 ENTITY_FEATURES = dg.AssetKey(["features", "entity_features"])
 ARTICLE_ENTITY_FEATURES = ("features", "article_entity_features")  # per article version and vector files, once

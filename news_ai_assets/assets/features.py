@@ -25,8 +25,8 @@ from news_ai_assets.compute.user_features import (
 )
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays, computed_ahead
+from news_ai_assets.storage.database import Database
+from news_ai_assets.storage.tables import DayRows, StoredDays, computed_ahead
 
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
 

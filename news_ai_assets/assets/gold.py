@@ -13,7 +13,7 @@ from news_ai_assets.compute.evaluation import (
 )
 from news_ai_assets.compute.silver import wide_view_sql
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import Database, materialize_command, require_written
+from news_ai_assets.storage.database import Database, materialize_command, require_written
 
 EVALUATION = dg.AssetKey(["gold", "ranker_evaluation"])
 SCORE_BATCH_ROWS = 500_000

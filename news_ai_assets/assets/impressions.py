@@ -10,8 +10,8 @@ from news_ai_assets.compute.impressions import (
     IMPRESSION_DESCRIPTIONS, VOCABULARY_DESCRIPTIONS, article_ids, impressions_for_day, vocabulary_tokens,
 )
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays
+from news_ai_assets.storage.database import Database
+from news_ai_assets.storage.tables import DayRows, StoredDays
 
 VOCABULARY = dg.AssetKey(["features", "vocabulary"])
 IMPRESSIONS = dg.AssetKey(["silver", "impressions"])

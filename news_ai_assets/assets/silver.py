@@ -14,19 +14,18 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
-from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.common import (
-    column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
-    SqlCheck, preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory,
-    unique_rows,
+    SqlCheck, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, preview,
+    require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory, unique_rows,
 )
+from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
 from news_ai_assets.compute.silver import (
     CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
 )
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets.storage import Database
-from news_ai_assets.tables import DayRows, StoredDays, computed_ahead
+from news_ai_assets.storage.database import Database
+from news_ai_assets.storage.tables import DayRows, StoredDays, computed_ahead
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
 

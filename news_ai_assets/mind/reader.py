@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from news_ai_assets.duckdb_config import open_duckdb
 from news_ai_assets.mind.line_scan import line_head, scan_lines
+from news_ai_assets.storage.duckdb_config import open_duckdb
 
 SPLITS = ("train", "dev", "test")
 _SPLIT_DIR = re.compile(r"^MIND\w*_(train|dev|test)$")

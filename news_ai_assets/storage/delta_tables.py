@@ -43,12 +43,12 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from news_ai_assets.dagster_internals import DbIOManager
-from news_ai_assets.duckdb_config import open_duckdb
-from news_ai_assets.storage import (
-    LEDGER, VOCABULARY_COLUMNS, Database, PartitionHandling, Replacement, StorageWriteError, Written, new_ids,
-    partition_io_manager, quote,
+from news_ai_assets.storage.database import (
+    LEDGER, VOCABULARY_COLUMNS, Database, Replacement, StorageWriteError, Written, new_ids, quote,
 )
-from news_ai_assets.tables import Rows
+from news_ai_assets.storage.duckdb_config import open_duckdb
+from news_ai_assets.storage.partition_handler import PartitionHandling, partition_io_manager
+from news_ai_assets.storage.tables import Rows
 
 CATALOG = ("meta", "catalog")
 RETRIES = 30  # conflicting commits of appends and merges: each retry reads the new snapshot

@@ -3,7 +3,7 @@
 A range run (a 14-day backfill is one run) must not hold every day in memory at once. So an
 asset returns `DayRows`, its partitions produced and stored day by day, and takes its inputs as
 `StoredDays`, read lazily: a Polars LazyFrame whose filters and column choices reach the storage.
-Storage implements both (storage.py); assets never see which storage it is.
+Storage implements both (partition_handler.py); assets never see which storage it is.
 """
 
 import datetime as dt

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from news_ai_assets.mind.reader import MindInputError, SplitDir, parse_behaviors, parse_news
-from news_ai_assets.storage import Database, Replacement
+from news_ai_assets.storage.database import Database, Replacement
 
 STAGED_FILES = "bronze.staged_files"
 PARSERS: dict[str, Callable] = {"behaviors": parse_behaviors, "news": parse_news}

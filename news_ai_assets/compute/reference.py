@@ -1,6 +1,7 @@
 """Slow, obviously correct reference implementations, written straight from the definitions.
 
-One line, one impression, one user at a time, in plain Python. The fast code must agree.
+One line, one impression, one user at a time, in plain Python, the standard library only. The tests
+hold the fast code in this folder to it; the benchmark times its per-user code as the per-row baseline.
 """
 
 import datetime as dt

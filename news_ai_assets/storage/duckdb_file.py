@@ -4,32 +4,33 @@ Built on dagster-duckdb's DbIOManager, with the parts that lose data replaced: t
 deletes a partition in autocommit before inserting (a failed insert has already lost it), inserts
 by position, retries a locked file for minutes and leaks the connection when a write raises. Here
 a write is one transaction: delete, insert by name, and a row in `meta.partition_writes` per day
-with the count written. That record is how a later run knows, from the database itself, that a
-day it reads was materialised here (possibly empty) rather than never written; no load reads a
-day without one. New columns are added to the stored table, integer columns widen, and other
-changes stop the run before anything is deleted. A run holds the file for its whole length
-(run_lock.py), and a file held by another program fails the run before any step writes.
+with the count written (database.py says why). New columns are added to the stored table, integer
+columns widen, and other changes stop the run before anything is deleted. A run holds the file for
+its whole length (run_lock.py), and a file held by another program fails the run before any step
+writes.
 """
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pyarrow as pa
-from dagster_duckdb.io_manager import DuckDBIOManager, DuckDbClient
+from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 
-from news_ai_assets import run_lock
-from news_ai_assets.dagster_internals import DbClient, DbIOManager, DbTypeHandler, TableSlice, add_partition_metadata
-from news_ai_assets.duckdb_config import open_duckdb
-from news_ai_assets.tables import DayRows, Rows, StoredDays
+from news_ai_assets.dagster_internals import DbIOManager, TableSlice
+from news_ai_assets.storage import run_lock
+from news_ai_assets.storage.database import (
+    LEDGER, VOCABULARY_COLUMNS, Database, SchemaMismatchError, StorageWriteError, Written, days_filter, new_ids, quote,
+)
+from news_ai_assets.storage.duckdb_config import open_duckdb
+from news_ai_assets.storage.partition_handler import PartitionHandling, partition_io_manager
+from news_ai_assets.storage.tables import Rows
 
-LEDGER = "meta.partition_writes"
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
 
@@ -39,18 +40,6 @@ class DuckDBLockedError(RuntimeError):
 
 class NotADuckDBFileError(ValueError):
     """The configured path holds something other than a DuckDB database."""
-
-
-class SchemaMismatchError(RuntimeError):
-    """A partition's columns don't fit the stored table; nothing was deleted."""
-
-
-class StorageWriteError(RuntimeError):
-    """A write failed and was rolled back: the previous rows are still there."""
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def check_database_file(database: str | Path) -> None:
@@ -151,31 +140,6 @@ def _ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _has_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, table]
-    ).fetchall() == [(1,)]
-
-
-def recorded_partitions(conn: duckdb.DuckDBPyConnection, table: str, days: Sequence[dt.date]) -> dict[dt.date, int]:
-    """Per day of `days` that `table` (schema.table) was written for, the row count of its last write."""
-    if not days or not _has_table(conn, *LEDGER.split(".")):
-        return {}
-    rows = conn.execute(
-        f"SELECT date, arg_max(row_count, write_id) FROM {LEDGER} WHERE table_name = ? AND date BETWEEN ? AND ? "
-        "GROUP BY date",
-        [table, min(days), max(days)],
-    ).fetchall()
-    return {day: count for day, count in rows if day in set(days)}
-
-
-@dataclass(frozen=True)
-class Written:
-    changed_columns: list[str]
-    rows: int
-    rows_by_day: dict[dt.date, int]  # every day written, 0 included; empty for tables without days
-
-
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
     try:
         conn.rollback()
@@ -252,21 +216,6 @@ def _key_list(key: str | Sequence[str]) -> list[str]:
     return [key] if isinstance(key, str) else list(key)
 
 
-def missing_keys(conn: duckdb.DuckDBPyConnection, schema: str, table: str, keys: pl.DataFrame) -> pl.DataFrame:
-    """The distinct rows of `keys` (key columns) that schema.table does not hold yet (all when it doesn't exist)."""
-    keys = keys.unique()
-    if not _has_table(conn, schema, table):
-        return keys
-    conn.register("wanted_keys", keys.to_arrow())
-    try:
-        using = ", ".join(quote(c) for c in keys.columns)
-        return conn.sql(
-            f"SELECT w.* FROM wanted_keys w ANTI JOIN {quote(schema)}.{quote(table)} t USING ({using})"
-        ).pl()
-    finally:
-        conn.unregister("wanted_keys")
-
-
 def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows: pl.DataFrame,
                  key: str | Sequence[str]) -> int:
     """Adds those of `rows` whose `key` the table lacks, in one transaction; returns how many.
@@ -287,20 +236,6 @@ def add_new_rows(conn: duckdb.DuckDBPyConnection, schema: str, table: str, rows:
         conn.unregister("new_rows")
 
 
-VOCABULARY_COLUMNS = {"vocabulary": pl.String, "token": pl.String, "id": pl.Int32}
-
-
-def new_ids(stored: pl.DataFrame, vocabulary: str, tokens: pl.Series) -> pl.DataFrame:
-    """Ids for the `tokens` that `stored` (a vocabulary table's rows) lacks: after the vocabulary's
-    largest id, in token order (0 is left for padding and unknown tokens)."""
-    known = stored.filter(pl.col("vocabulary") == vocabulary)
-    new = pl.DataFrame({"token": tokens.cast(pl.String)}).drop_nulls().unique().join(known, on="token", how="anti")
-    first = (known.get_column("id").max() or 0) + 1
-    return new.sort("token").select(
-        pl.lit(vocabulary).alias("vocabulary"), "token", pl.int_range(first, first + pl.len()).alias("id"),
-    ).cast(VOCABULARY_COLUMNS)
-
-
 def assign_ids(conn: duckdb.DuckDBPyConnection, schema: str, table: str, vocabulary: str, tokens: pl.Series) -> int:
     """Gives each of `tokens` that schema.table's `vocabulary` lacks the next id, in one transaction
     (the run holds the file, so no other writer reads the same largest id); returns how many."""
@@ -318,210 +253,6 @@ def assign_ids(conn: duckdb.DuckDBPyConnection, schema: str, table: str, vocabul
     finally:
         conn.unregister("vocabulary_schema")
         conn.unregister("new_ids")
-
-
-def _describe_days(days: Sequence[dt.date]) -> str:
-    shown = ", ".join(str(d) for d in days[:10])
-    return shown + (f" and {len(days) - 10} more" if len(days) > 10 else "")
-
-
-def materialize_command(asset: str, days: Sequence[dt.date]) -> str:
-    span = f"--partition {days[0]}" if len(days) == 1 else f"--partition-range {min(days)}...{max(days)}"
-    return f"dagster asset materialize -m news_ai_assets.definitions --select '{asset}' {span}"
-
-
-def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, days: Sequence[dt.date],
-                    day_column: str = "date", location: str | None = None) -> None:
-    """Fails unless every day of `days` was materialised into schema.table here and still holds
-    what that write recorded. Decided from the database, never from run history: a run whose
-    inputs are missing stops instead of computing features from a short window."""
-    recorded = recorded_partitions(conn, f"{schema}.{table}", days)
-    missing = [day for day in days if day not in recorded]
-    asset = f"{schema}/{table}"
-    database = location or conn.execute(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
-    if missing:
-        raise dg.Failure(
-            f"{asset} has never been materialised in {database} for {_describe_days(missing)}, which this run "
-            f"reads. Materialise those days first, for example the whole graph: {materialize_command('*', missing)}"
-        )
-    stored = dict(conn.execute(
-        f"SELECT {day_column}::DATE, count(*) FROM {quote(schema)}.{quote(table)} "
-        f"WHERE {day_column} >= ? AND {day_column} < ? GROUP BY 1",
-        [min(days), max(days) + dt.timedelta(days=1)],
-    ).fetchall())
-    changed = [f"{day} ({stored.get(day, 0)} rows stored, {recorded[day]} written)" for day in days
-               if stored.get(day, 0) != recorded[day]]
-    if changed:
-        raise dg.Failure(
-            f"{schema}.{table} in {database} no longer holds what its last materialisation wrote for "
-            f"{', '.join(changed)}: it was changed outside the pipeline. Re-materialise those days: "
-            f"{materialize_command(asset, [d for d in days if stored.get(d, 0) != recorded[d]])}"
-        )
-
-
-def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
-    """The days a daily-partitioned slice covers, and its partition column (None: not daily)."""
-    for dimension in table_slice.partition_dimensions or []:
-        if isinstance(dimension.partitions, dg.TimeWindow):
-            start, end = dimension.partitions.start.date(), dimension.partitions.end.date()
-            return [start + dt.timedelta(days=i) for i in range((end - start).days)], dimension.partition_expr
-    return None, "date"
-
-
-def days_filter(days: Sequence[dt.date] | None, day_column: str = "date") -> tuple[str, list]:
-    """The WHERE clause selecting `days` (all rows when None), with its parameters."""
-    if not days:
-        return "true", []
-    return f"{quote(day_column)} >= ? AND {quote(day_column)} < ?", [min(days), max(days) + dt.timedelta(days=1)]
-
-
-@dataclass(frozen=True)
-class Replacement:
-    """The rows of `select` (SQL over a connection of the database, with `params`) replace those
-    of schema.table whose `column` equals `value`; the whole table, columns included, when
-    `column` is None."""
-
-    schema: str
-    table: str
-    select: str
-    params: Sequence = ()
-    column: str | None = None
-    value: object = None
-
-
-class Database(dg.ConfigurableResource):
-    """The storage seam. Assets, checks and the IO manager read every stored table through DuckDB
-    SQL on `connect()` and write only through these methods; which storage is behind them
-    (one DuckDB file, or Delta tables in a folder or bucket) is configuration, never asset code."""
-
-    def location(self) -> str:
-        """Where the tables are, for messages."""
-        raise NotImplementedError
-
-    def reader(self) -> duckdb.DuckDBPyConnection:
-        """A new connection in which every stored table and view reads as schema.table."""
-        raise NotImplementedError
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = self.reader()
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    def replace_days(self, schema: str, table: str, rows: Rows, days: Sequence[dt.date] | None,
-                     day_column: str = "date", run_id: str | None = None) -> Written:
-        """Replaces `days` of schema.table (the whole table when None) with `rows`, atomically,
-        recording each day's count in meta.partition_writes; rows outside `days` are refused."""
-        raise NotImplementedError
-
-    def replace_each(self, conn: duckdb.DuckDBPyConnection, replacements: Sequence[Replacement], failure: str) -> None:
-        """Applies the replacements, whose SELECTs run on `conn`, in order."""
-        raise NotImplementedError
-
-    def add_new_rows(self, schema: str, table: str, rows: pl.DataFrame, key: str | Sequence[str]) -> int:
-        """Adds the rows whose key schema.table lacks (each key once); returns how many."""
-        raise NotImplementedError
-
-    def assign_ids(self, schema: str, table: str, vocabulary: str, tokens: pl.Series) -> int:
-        """Gives every token of `tokens` that the vocabulary lacks an id of its own, the next free
-        one; an id once given never changes. Returns how many tokens were new."""
-        raise NotImplementedError
-
-    def define_view(self, schema: str, name: str, sql: str) -> None:
-        """schema.name becomes the view `sql` over stored tables."""
-        raise NotImplementedError
-
-    def missing_keys(self, schema: str, table: str, keys: pl.DataFrame) -> pl.DataFrame:
-        with self.connect() as conn:
-            return missing_keys(conn, schema, table, keys)
-
-
-class _StoredTableDays(StoredDays):
-    """Days of a stored table or view, scanned lazily (filters and columns reach the storage)."""
-
-    def __init__(self, database: Database, schema: str, table: str, days: Sequence[dt.date], columns: Sequence[str] | None):
-        super().__init__(days)
-        self._database, self._table, self._columns = database, f"{quote(schema)}.{quote(table)}", columns
-
-    def scan(self) -> pl.LazyFrame:
-        relation = self._database.reader().table(self._table)  # the relation keeps its connection open
-        if self._columns:
-            relation = relation.select(*[quote(c) for c in self._columns])
-        return relation.pl(lazy=True).filter((pl.col("date") >= min(self.days)) & (pl.col("date") <= max(self.days)))
-
-
-class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
-    """Stores DayRows day by day (one atomic replace each) or a whole frame or stream at once; loads
-    a partition range as StoredDays (lazy) or as one frame. The connection is the Database.
-
-    An asset whose definition metadata names a `stored_table` and a `view_sql` is stored under that
-    name, and its own name is a view (`view_sql`) over it: silver keeps its wide table as a view.
-    """
-
-    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj, connection: Database) -> Mapping[str, object]:
-        days, day_column = _slice_days(table_slice)
-        schema, stored, view = _names(context.definition_metadata, table_slice)
-        if isinstance(obj, DayRows):
-            writes = [self._write(context, connection, schema, stored, day_column, rows, [day])
-                      for day, rows in self._each_day(obj, days, f"{schema}.{stored}")]
-        else:
-            writes = [self._write(context, connection, schema, stored, day_column, obj, days)]
-        if view:
-            connection.define_view(schema, table_slice.table, view)
-        changed = sorted({c for written in writes for c in written.changed_columns})
-        return {"dagster/row_count": sum(w.rows for w in writes), "migrated_columns": ", ".join(changed) or "none"}
-
-    @staticmethod
-    def _each_day(output: DayRows, days: list[dt.date] | None, table: str) -> Iterator[tuple[dt.date, Rows]]:
-        """The output's days, refusing a day outside the run or twice, and a day left out."""
-        done = []
-        for day, rows in output:
-            if day not in (days or []) or day in done:
-                raise StorageWriteError(f"rows for {table} on {day}, which is not a partition of this run or came twice")
-            yield day, rows
-            done.append(day)
-        if missing := [d for d in days or [] if d not in done]:
-            raise StorageWriteError(f"the asset produced nothing for {table} on {_describe_days(missing)}: not written")
-
-    @staticmethod
-    def _write(context, database: Database, schema: str, table: str, day_column: str, rows, days) -> Written:
-        written = database.replace_days(schema, table, rows, days, day_column, context.run_id)
-        if written.changed_columns:
-            context.log.warning(f"Changed columns {written.changed_columns} of {schema}.{table}; partitions written "
-                                "earlier hold NULL in added columns until re-materialised.")
-        for day, count in written.rows_by_day.items():  # each partition's own figures, also in a range run
-            add_partition_metadata(context, day.isoformat(), {
-                "dagster/row_count": count,
-                "Query": f"SELECT * FROM {schema}.{context.asset_key.path[-1]} WHERE {day_column} = '{day}'",
-            })
-            context.log.info(f"stored {schema}.{table} for {day}: {count} rows")
-        return written
-
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: Database) -> pl.DataFrame | StoredDays:
-        schema, stored, view = _names(context.upstream_output.definition_metadata, table_slice)
-        days, day_column = _slice_days(table_slice)
-        with connection.connect() as conn:
-            if days:
-                require_written(conn, schema, stored, days, day_column, connection.location())
-            if context.dagster_type.typing_type is StoredDays:
-                return _StoredTableDays(connection, schema, table_slice.table, days, table_slice.columns)
-            columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
-            where, params = days_filter(days, day_column)
-            return conn.sql(f"SELECT {columns} FROM {quote(schema)}.{quote(table_slice.table)} WHERE {where}",
-                            params=params).pl()
-
-    @property
-    def supported_types(self) -> Sequence[type]:
-        return [pl.DataFrame, pa.RecordBatchReader, DayRows, StoredDays]
-
-
-def _names(metadata: Mapping | None, table_slice: TableSlice) -> tuple[str, str, str | None]:
-    """schema, the table rows are stored in, and the view SQL when the asset's table is a view."""
-    metadata = metadata or {}
-    return table_slice.schema, metadata.get("stored_table", table_slice.table), metadata.get("view_sql")
 
 
 def _refuse_table_where_view_goes(connection, schema: str, name: str) -> None:
@@ -664,18 +395,6 @@ class _AtomicDuckDbClient(DuckDbClient):
         yield DuckDBDatabase(database=context.resource_config["database"])
 
 
-class PartitionHandling:
-    """What both IO managers store and load with: PolarsPartitionHandler, frames by default."""
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PolarsPartitionHandler()]
-
-    @staticmethod
-    def default_load_type() -> type:
-        return pl.DataFrame
-
-
 class DuckDBPolarsIOManager(PartitionHandling, DuckDBIOManager):
     """Polars frames in DuckDB tables named schema.table after the asset key (bronze/news -> bronze.news)."""
 
@@ -691,7 +410,3 @@ class DuckDBPolarsIOManager(PartitionHandling, DuckDBIOManager):
         return partition_io_manager(_AtomicDuckDbClient(), self.database, self.schema_, "DuckDBPolarsIOManager")
 
 
-def partition_io_manager(client: DbClient, database: str, schema: str | None, name: str) -> DbIOManager:
-    """Dagster's database IO manager over `client`, storing and loading through PolarsPartitionHandler."""
-    return DbIOManager(db_client=client, database=database, schema=schema, type_handlers=[PolarsPartitionHandler()],
-                       default_load_type=pl.DataFrame, io_manager_name=name)
