@@ -42,6 +42,21 @@ def evaluate(database: Path, mind_dir: Path, raise_on_error: bool = True):
                           resources=pipeline_resources(database, mind_dir), raise_on_error=raise_on_error)
 
 
+def check_evaluations(result, assets: list[str], days: int) -> list:
+    """The run's check evaluations, after asserting there is one per check of `assets` and day: an
+    "every check passed" over a list that came back short proves nothing."""
+    keys = [key for c in PARTITIONED_CHECKS for key in c.check_keys if key.asset_key.to_user_string() in assets]
+    evaluations = result.get_asset_check_evaluations()
+    assert keys and len(evaluations) == len(keys) * days, (len(evaluations), len(keys), days)
+    return evaluations
+
+
+def assert_checks_passed(result, assets: list[str], days: int) -> None:
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.partition)
+              for e in check_evaluations(result, assets, days) if not e.passed]
+    assert failed == []
+
+
 def failure_messages(result) -> list[str]:
     """Every error a run reported: failed steps, resources that could not start, the run itself."""
     messages = []

@@ -12,7 +12,7 @@ from news_ai_assets.compute.entity_features import entity_features
 from news_ai_assets.mind.entities import DIMENSION, VectorFile, read_vectors
 from news_ai_assets.storage.duckdb_file import connect
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.pipeline import failure_messages, materialize, read_table
+from news_ai_assets_tests.pipeline import assert_checks_passed, failure_messages, materialize, read_table
 
 
 def _line(wikidata_id: str, value: float, end: str = "\n") -> bytes:
@@ -78,8 +78,8 @@ def test_entity_features_match_the_reference_on_the_generated_sample(tmp_path, t
 
 def test_without_entity_files_the_features_say_so_and_invent_nothing(tmp_path, real_mind):
     db = tmp_path / "r.duckdb"
-    result = materialize(db, real_mind, "2019-11-09", "2019-11-10",
-                         selection=["bronze/behaviors", "bronze/news", "features/entity_features"])
+    selection = ["bronze/behaviors", "bronze/news", "features/entity_features"]
+    result = materialize(db, real_mind, "2019-11-09", "2019-11-10", selection=selection)
     features = read_table(db, "features.entity_features")
     with_entities = features.filter(pl.col("entity_count") > 0)
     assert with_entities.height > 0 and features.get_column("entity_embedding").null_count() == features.height
@@ -90,7 +90,7 @@ def test_without_entity_files_the_features_say_so_and_invent_nothing(tmp_path, r
     for day, missing in per_day.items():
         on_day = with_entities.filter(pl.col("date") == dt.date.fromisoformat(day))
         assert missing == on_day.get_column("entity_count").sum() > 0
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert_checks_passed(result, selection, days=2)
 
 
 def test_an_empty_vector_file_gives_no_vectors_and_no_rejects(tmp_path):

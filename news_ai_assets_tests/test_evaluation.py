@@ -1,12 +1,15 @@
 """gold/ranker_evaluation: MIND's metrics against a slow reference, and the asset as users run it."""
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
 
 from news_ai_assets import summary
 from news_ai_assets.compute import reference
-from news_ai_assets.compute.evaluation import METRICS, impression_metrics
+from news_ai_assets.compute.evaluation import MAX_TRAIN_IMPRESSIONS, METRICS, fit_ranker, impression_metrics, scores
+from news_ai_assets.compute.evaluation import summary as summary_of
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, evaluate, failure_messages, materialize, read_table
 
@@ -32,6 +35,29 @@ def test_metrics_match_the_reference_with_ties_and_one_class_impressions():
     for row in got.iter_rows(named=True):
         for metric in METRICS:
             assert row[metric] == pytest.approx(expected[row["impression_id"]][metric], abs=1e-6), (row, metric)
+
+
+def test_the_averages_over_impressions_on_a_fixed_dataset():
+    """Worked by hand: impression 1 ranks its click first of three, impression 2 last of four, 3 and 4
+    have one class only and count nowhere. Each impression weighs the same, whatever its size."""
+    rows = [(1, 1, True, 0.9), (1, 2, False, 0.5), (1, 3, False, 0.1),
+            (2, 1, True, 0.2), (2, 2, False, 0.8), (2, 3, False, 0.4), (2, 4, False, 0.3),
+            (3, 1, False, 0.7), (3, 2, False, 0.3),
+            (4, 1, True, 0.6)]
+    scored = pl.DataFrame(rows, schema=["impression_id", "position", "clicked", "score"], orient="row") \
+        .with_columns(pl.lit("dev").alias("split"))
+    ndcg = (1 + 1 / math.log2(5)) / 2  # the click at rank 4: gain 1 / log2(4 + 1), ideal 1
+    assert summary_of(scored) == pytest.approx({"impressions": 2, "group_auc": (1 + 0) / 2, "mrr": (1 + 1 / 4) / 2,
+                                                "ndcg_5": ndcg, "ndcg_10": ndcg}, abs=1e-12)
+
+
+def reference_summary(rows: pl.DataFrame, score: pl.Series) -> dict:
+    """The mean of MIND's metrics over the impressions that have both classes, one impression at a time."""
+    by_impression: dict[tuple, list[dict]] = {}
+    for row, value in zip(rows.iter_rows(named=True), score.to_list()):
+        by_impression.setdefault((row["split"], row["impression_id"]), []).append({**row, "score": value})
+    metrics = [m for m in map(reference.ranking_metrics, by_impression.values()) if m is not None]
+    return {"impressions": len(metrics), **{name: sum(m[name] for m in metrics) / len(metrics) for name in METRICS}}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +99,27 @@ def test_on_the_real_rows_without_a_dev_split_the_evaluation_says_so(tmp_path, r
     result = evaluate(db, real_mind, raise_on_error=False)
     assert not result.success
     assert any("hold train and no dev impressions" in m for m in failure_messages(result))
+
+
+def test_the_table_equals_a_slow_reference_over_silvers_rows(graph, tiny_mind):
+    """The popularity row from the dev rows' candidate_ctr, the ranker's from a model fitted on every
+    train row of silver with every numeric feature; both averaged one impression at a time."""
+    evaluate(graph, tiny_mind)
+    table = {row["model"]: row for row in read_table(graph, "gold.ranker_evaluation").iter_rows(named=True)}
+    silver = read_table(graph, "silver.training_examples").sort("split", "impression_id", "position")
+    train, dev = silver.filter(pl.col("split") == "train"), silver.filter(pl.col("split") == "dev")
+    identifiers = ["date", "impression_id", "user_id", "news_id", "time", "position", "split", "clicked"]
+    features = [c for c, t in silver.schema.items() if c not in identifiers and (t.is_numeric() or t == pl.Boolean)]
+    assert "candidate_ctr" in features and "history_similarity" in features and "overall_ctr" in features
+    assert train.n_unique(["split", "impression_id"]) < MAX_TRAIN_IMPRESSIONS  # the sample is every train impression
+    expected = {
+        "ranker (gradient-boosted, all features)": reference_summary(dev, scores(fit_ranker(train, features), dev, features)),
+        "popularity (candidate_ctr)": reference_summary(dev, dev.get_column("candidate_ctr").cast(pl.Float64)),
+    }
+    assert set(table) == set(expected)
+    for model, want in expected.items():
+        got = {name: table[model][name] for name in want}
+        assert got == pytest.approx(want, abs=1e-6) and want["impressions"] > 0, model
 
 
 def test_on_a_database_without_the_daily_assets_the_evaluation_says_what_to_run(tmp_path, tiny_mind):

@@ -20,6 +20,8 @@ def test_range_run_equals_day_by_day_runs_and_the_reference(tmp_path, tiny_mind)
         materialize(by_day, tiny_mind, f"2019-11-{day:02d}", selection=USER_GRAPH, instance=instance)
     ranged = read_table(by_range, "features.user_features")
     assert ranged.columns == USER_FEATURE_COLUMNS
+    # The README: "Types are compact (Float32, Int8/32)", as stored, not only as computed.
+    assert {t for t in ranged.schema.values() if t.is_numeric()} == {pl.Float32, pl.Int8, pl.Int32}
     assert ranged.sort("date", "user_id").equals(read_table(by_day, "features.user_features").sort("date", "user_id"))
 
     behaviors = read_table(by_range, "bronze.behaviors")

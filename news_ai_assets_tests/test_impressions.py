@@ -10,28 +10,10 @@ from news_ai_assets.compute.impressions import article_ids, impressions_for_day
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets_tests.raw import day_articles, raw_mind
 
 SELECTION = ["bronze/behaviors", "bronze/news", "features/vocabulary", "silver/impressions"]
 DAYS = [dt.date(2019, 11, 14) + dt.timedelta(days=i) for i in range(4)]  # train, dev, two test days
-
-
-def _raw(mind_dir):
-    """Every split's behaviors, and the union of news.tsv (the earliest split's line wins)."""
-    behaviors, news = [], {}
-    for split in ("train", "dev", "test"):
-        folder = next(mind_dir.glob(f"MIND*_{split}"), None)
-        if folder is None:
-            continue
-        behaviors += reference.parse_behaviors_file(folder / "behaviors.tsv", split)
-        for news_id, row in reference.parse_news_file(folder / "news.tsv").items():
-            news.setdefault(news_id, row)
-    return behaviors, news
-
-
-def _day_articles(behaviors, news, day) -> dict[str, dict]:
-    """The articles of bronze/news[day]: those the day's impressions show or its histories list."""
-    referenced = {n for row in behaviors if row["date"] == day for n in row["history"] + [c["news_id"] for c in row["impressions"]]}
-    return {n: news[n] for n in referenced if n in news}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +25,13 @@ def built(tmp_path_factory, tiny_mind):
 
 def test_impressions_match_the_reference_built_from_the_raw_files(built, tiny_mind):
     db, result = built
-    behaviors, news = _raw(tiny_mind)
-    ids = reference.vocabulary_ids([_day_articles(behaviors, news, day) for day in DAYS])
+    behaviors, news = raw_mind(tiny_mind)
+    ids = reference.vocabulary_ids([day_articles(behaviors, news, day) for day in DAYS])
     stored = read_table(db, "silver.impressions")
     assert stored.get_column("history_length").max() > SETTINGS.history_size  # truncation is exercised
     assert 0 < stored.get_column("labels").null_count() < stored.height  # labelled and unlabelled impressions
     for day in DAYS:
-        expected = reference.impressions(behaviors, _day_articles(behaviors, news, day), ids, day, SETTINGS.history_size)
+        expected = reference.impressions(behaviors, day_articles(behaviors, news, day), ids, day, SETTINGS.history_size)
         assert_rows_match(stored.filter(pl.col("date") == day), expected, key=["split", "impression_id"])
     vocabulary = read_table(db, "features.vocabulary_ids")
     assert {v: dict(vocabulary.filter(pl.col("vocabulary") == v).select("token", "id").iter_rows()) for v in ids} == ids
@@ -62,11 +44,11 @@ def test_impressions_of_real_mind_rows_match_the_reference(tmp_path, real_mind):
     days = [dt.date(2019, 11, 9), dt.date(2019, 11, 10)]
     db = tmp_path / "r.duckdb"
     materialize(db, real_mind, str(days[0]), str(days[-1]), selection=SELECTION)
-    behaviors, news = _raw(real_mind)
-    ids = reference.vocabulary_ids([_day_articles(behaviors, news, day) for day in days])
+    behaviors, news = raw_mind(real_mind)
+    ids = reference.vocabulary_ids([day_articles(behaviors, news, day) for day in days])
     stored = read_table(db, "silver.impressions")
     for day in days:
-        expected = reference.impressions(behaviors, _day_articles(behaviors, news, day), ids, day, SETTINGS.history_size)
+        expected = reference.impressions(behaviors, day_articles(behaviors, news, day), ids, day, SETTINGS.history_size)
         assert_rows_match(stored.filter(pl.col("date") == day), expected, key=["split", "impression_id"])
     unknown = stored.get_column("candidate_index").explode().eq(0).mean()
     assert 0 < unknown < 1 and stored.height > 0

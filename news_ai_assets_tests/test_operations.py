@@ -15,10 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from news_ai_assets.definitions import defs, mind_features_job_schedule
+from news_ai_assets.definitions import all_assets, defs, mind_features_job, mind_features_job_schedule
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
+from news_ai_assets.settings import daily_partitions
 from news_ai_assets.storage.duckdb_file import connect, replace_rows
-from news_ai_assets_tests.pipeline import another_process_holding, failure_messages, materialize, read_table
+from news_ai_assets_tests.pipeline import (
+    PARTITIONED_ASSETS, another_process_holding, assert_checks_passed, failure_messages, materialize, read_table,
+)
 
 
 @pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09"),
@@ -33,6 +36,15 @@ def test_the_daily_schedule_requests_the_day_that_ended(tick, partition):
         assert "is not a partition (2019-11-09 .. 2019-11-22)" in result.skip_message and "NEWS_AI_END_DATE" in result.skip_message
 
 
+def test_the_daily_job_selects_every_daily_asset_and_not_the_evaluation():
+    """What the schedule and a backfill of mind_features_job materialise, as the README says."""
+    selected = {k.to_user_string() for k in mind_features_job.selection.resolve(defs.resolve_asset_graph())}
+    every_asset = {key.to_user_string() for a in all_assets for key in a.keys}
+    daily = {key.to_user_string() for a in all_assets for key in a.keys if isinstance(a.partitions_def, dg.DailyPartitionsDefinition)}
+    assert selected == daily == set(PARTITIONED_ASSETS) == every_asset - {"gold/ranker_evaluation"}
+    assert defs.resolve_job_def("mind_features_job").partitions_def == daily_partitions
+
+
 def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path, tiny_mind):
     mind = tmp_path / "mind"
     shutil.copytree(tiny_mind, mind)
@@ -41,7 +53,7 @@ def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path,
     behaviors.write_text("".join(line for line in lines if "\t11/10/2019 " not in line))
     db = tmp_path / "empty.duckdb"
     result = materialize(db, mind, "2019-11-09", "2019-11-11")
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert_checks_passed(result, PARTITIONED_ASSETS, days=3)
     for table in ["bronze.behaviors", "bronze.news", "features.interactions", "features.user_features",
                   "features.news_features", "features.text_embeddings", "silver.training_examples"]:
         days = set(read_table(db, table).get_column("date").unique())

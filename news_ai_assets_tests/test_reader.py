@@ -1,5 +1,5 @@
 import datetime as dt
-import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -10,8 +10,10 @@ import pytest
 from news_ai_assets.compute import reference
 from news_ai_assets.compute.interactions import interactions_from_behaviors
 from news_ai_assets.compute.user_features import user_features_for_day
+from news_ai_assets.mind.entities import vector_files
 from news_ai_assets.mind.reader import MindInputError, discover_splits, read_behaviors, read_news
 from news_ai_assets_tests.compare import assert_rows_match
+from news_ai_assets_tests.privileges import as_nobody, folder_nobody_can_enter
 
 ALL_DAYS = (dt.date(2019, 11, 1), dt.date(2019, 12, 1))
 
@@ -157,7 +159,7 @@ def _lines(*ids: int) -> bytes:
     return b"".join(LINE % (i, i) for i in ids)
 
 
-@pytest.mark.parametrize("kind", ["dangling link", "link loop", "plain file", "unreadable"])
+@pytest.mark.parametrize("kind", ["dangling link", "link loop", "plain file"])
 def test_a_split_folder_that_cannot_be_read_stops_the_read(tmp_path, kind):
     """Skipping it would replace its days with nothing, silently."""
     _split_dir(tmp_path, "MINDsmall_train", behaviors=_lines(1), news=b"")
@@ -166,19 +168,36 @@ def test_a_split_folder_that_cannot_be_read_stops_the_read(tmp_path, kind):
         dev.symlink_to(tmp_path / "unmounted" / "MINDsmall_dev")
     elif kind == "link loop":
         dev.symlink_to(dev)
-    elif kind == "plain file":
-        dev.write_bytes(b"")
     else:
-        _split_dir(tmp_path, "MINDsmall_dev", behaviors=_lines(2), news=b"").chmod(0)
-        if os.access(dev, os.R_OK):
-            dev.chmod(0o755)
-            pytest.skip("running as a user that reads everything (root)")
-    try:
-        with pytest.raises(MindInputError, match=f"{dev} looks like a MIND split folder but cannot be read"):
-            discover_splits(tmp_path)
-    finally:
-        if dev.is_dir() and not dev.is_symlink():
-            dev.chmod(0o755)
+        dev.write_bytes(b"")
+    with pytest.raises(MindInputError, match=f"{dev} looks like a MIND split folder but cannot be read"):
+        discover_splits(tmp_path)
+
+
+def _open_inputs(mind_dir: Path) -> list[str]:
+    """What every read does first, for every split: find the folders and open their files."""
+    splits = discover_splits(mind_dir)
+    opened = [str(split.file(name)) for split in splits for name in ("behaviors.tsv", "news.tsv")]
+    return opened + [str(file.path) for file in vector_files(splits, "entity")[0]]
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("MINDsmall_dev", "looks like a MIND split folder but cannot be read (permission denied)"),
+    ("MINDsmall_dev/behaviors.tsv", "cannot be read (permission denied)"),
+    ("MINDsmall_train/news.tsv", "cannot be read (permission denied)"),
+    ("MINDsmall_train/entity_embedding.vec", "cannot be read (permission denied)"),
+])
+def test_what_the_user_may_not_read_stops_the_read_naming_it(target, message):
+    """Run as `nobody`: the same files read as that user until one of them loses its permissions."""
+    with folder_nobody_can_enter() as root:
+        for split in ("MINDsmall_train", "MINDsmall_dev"):
+            _split_dir(root, split, behaviors=_lines(1), news=b"")
+            (root / split / "entity_embedding.vec").write_bytes(b"")
+        assert len(as_nobody(lambda: _open_inputs(root))) == 6  # nobody reads them all
+        (root / target).chmod(0)
+        with pytest.raises(MindInputError, match=re.escape(f"{root / target}") + ".*" + re.escape(message)):
+            as_nobody(lambda: _open_inputs(root))
+        assert len(_open_inputs(root)) == 6  # root still would: the test is about the user running it
 
 
 def test_a_split_file_behind_a_dangling_link_is_named(tmp_path):

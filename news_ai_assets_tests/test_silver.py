@@ -9,7 +9,10 @@ from news_ai_assets.compute import reference
 from news_ai_assets.compute.silver import RecentShows, silver_for_day
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.pipeline import PARTITIONED_CHECKS, materialize, read_table
+from news_ai_assets_tests.pipeline import (
+    PARTITIONED_ASSETS, assert_checks_passed, check_evaluations, materialize, read_table,
+)
+from news_ai_assets_tests.raw import article_text, day_articles, encoded, entity_vectors, raw_mind
 
 FIRST, LAST = "2019-11-09", "2019-11-16"
 
@@ -29,31 +32,41 @@ def _tables(db) -> dict[str, pl.DataFrame]:
     return {name.split(".")[1]: read_table(db, name) for name in names}
 
 
-@pytest.mark.parametrize("day", [dt.date(2019, 11, 9), dt.date(2019, 11, 14), dt.date(2019, 11, 16)])
-def test_silver_rows_match_a_naive_reference_join(built, day):
-    t = _tables(built[0])
-    on_day = {name: frame.filter(pl.col("date") == day) for name, frame in t.items() if "date" in frame.columns}
-    news = t["news"].unique("news_id")
-    expected = reference.silver_rows(
-        on_day["interactions"].to_dicts(),
-        {r["user_id"]: r for r in on_day["user_features"].iter_rows(named=True)},
-        {r["news_id"]: r for r in on_day["news_features"].iter_rows(named=True)},
-        {r["news_id"]: list(r["embedding"]) for r in on_day["text_embeddings"].iter_rows(named=True)},
-        t["behaviors"].to_dicts(),
-        {r["news_id"]: (r["category"], r["subcategory"]) for r in news.iter_rows(named=True)},
-        day, SETTINGS.lookback_days,
-        {r["news_id"]: list(r["entity_embedding"]) for r in on_day["entity_features"].iter_rows(named=True)
-         if r["entity_embedding"] is not None},
+@pytest.fixture(scope="module")
+def raw(tiny_mind):
+    """The reference's inputs, from the raw files alone."""
+    behaviors, news = raw_mind(tiny_mind)
+    return behaviors, news, entity_vectors(tiny_mind)
+
+
+def reference_silver(raw, day: dt.date) -> list[dict]:
+    """silver.training_examples[day] by the slow reference, from the raw files end to end: the
+    reference's own interactions, user and news features, entity features, and the encoder's
+    vectors for each article's own text."""
+    behaviors, news, vectors = raw
+    articles = day_articles(behaviors, news, day)
+    ids = sorted(articles)
+    embedded = encoded([article_text(articles[n]) for n in ids])
+    entity_embeddings = {n: reference.entity_features(articles[n], vectors)["entity_embedding"] for n in ids}
+    categories = {n: (a["category"], a["subcategory"]) for n, a in news.items()}
+    return reference.silver_rows(
+        reference.interactions([r for r in behaviors if r["date"] == day]),
+        reference.user_features(behaviors, categories, day, SETTINGS.lookback_days),
+        {n: reference.news_features(articles[n]) for n in ids},
+        {n: [float(x) for x in vector] for n, vector in zip(ids, embedded)},
+        behaviors, categories, day, SETTINGS.lookback_days,
+        {n: vector for n, vector in entity_embeddings.items() if vector is not None},
     )
-    silver = on_day["training_examples"]
-    key = ["split", "impression_id", "news_id"]
-    assert_rows_match(silver, expected, key=key, tol=1e-5)
-    # The new cross features to 1e-6 (the 1e-5 above allows for vectors embedded in another batch).
-    exact = [*key, "history_entity_similarity", "hours_since_first_seen",
-             *(f"candidate_{what}_{hours}h" for what in ("impressions", "clicks") for hours in (1, 6, 24))]
-    assert_rows_match(silver.select(exact), [{c: row[c] for c in exact} for row in expected], key=key, tol=1e-6)
-    assert silver.get_column("history_entity_similarity").drop_nulls().len() > silver.height / 2
-    assert silver.columns == read_table(built[0], "silver.training_examples").columns
+
+
+@pytest.mark.parametrize("day", [dt.date(2019, 11, 9), dt.date(2019, 11, 14), dt.date(2019, 11, 16)])
+def test_silver_rows_match_the_reference_built_from_the_raw_files(built, raw, day):
+    silver = read_table(built[0], "silver.training_examples").filter(pl.col("date") == day)
+    expected = reference_silver(raw, day)
+    assert expected and set(silver.columns) == set(expected[0])  # every column is checked, none is left out
+    assert_rows_match(silver, expected, key=["split", "impression_id", "news_id"], tol=1e-6)
+    for column in ("history_similarity", "history_entity_similarity", "category", "ctr_7d"):
+        assert silver.get_column(column).drop_nulls().len() > silver.height / 2, column  # compared, not NULL = NULL
     stored = read_table(built[0], "silver.cross_features").filter(pl.col("date") == day)  # what the view is built on
     order = stored.select("split", "impression_id", "position")
     assert order.equals(order.sort("split", "impression_id", "position")) and stored.height == silver.height
@@ -61,11 +74,7 @@ def test_silver_rows_match_a_naive_reference_join(built, day):
 
 def test_all_checks_pass_and_metadata_is_attached(built):
     _, result, _ = built
-    evaluations = result.get_asset_check_evaluations()
-    days = 8  # 2019-11-09 .. 2019-11-16: one evaluation per check and partition
-    assert len(evaluations) == sum(len(c.check_keys) for c in PARTITIONED_CHECKS) * days and all(e.passed for e in evaluations), [
-        (e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed
-    ]
+    assert_checks_passed(result, PARTITIONED_ASSETS, days=8)  # 2019-11-09 .. 2019-11-16
     events = result.asset_materializations_for_node("silver__training_examples")
     silver = read_table(built[0], "silver.training_examples")
     per_day = dict(silver.group_by("date").len().iter_rows())
@@ -100,10 +109,12 @@ def test_missing_articles_keep_their_rows_and_fail_the_share_check(tmp_path, rea
     interactions = read_table(tmp_path / "r.duckdb", "features.interactions")
     assert silver.height == interactions.height > 0
     assert silver.get_column("category").null_count() > silver.height / 2
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key.path[0] == "silver"}
-    assert not checks["missing_cross_features_share"].passed
-    assert checks["missing_cross_features_share"].metadata["missing_share"].value > SETTINGS.max_missing_cross_share
-    assert all(e.passed for name, e in checks.items() if name != "missing_cross_features_share")
+    evaluations = [e for e in check_evaluations(result, PARTITIONED_ASSETS, days=2) if e.asset_key.path[0] == "silver"]
+    share = [e for e in evaluations if e.check_name == "missing_cross_features_share"]
+    assert len(share) == 2 and not any(e.passed for e in share)
+    assert all(e.metadata["missing_share"].value > SETTINGS.max_missing_cross_share for e in share)
+    others = [e for e in evaluations if e.check_name != "missing_cross_features_share"]
+    assert others and all(e.passed for e in others)
     events = result.asset_materializations_for_node("silver__training_examples")
     assert sum(e.metadata["rows_missing_news_features"].value for e in events) == silver.get_column("category").null_count()
 

@@ -118,9 +118,8 @@ def discover_splits(mind_dir: Path) -> list[SplitDir]:
         if not match:
             continue
         if not child.is_dir() or not os.access(child, os.R_OK | os.X_OK):
-            raise MindInputError(
-                f"{child} looks like a MIND split folder but cannot be read{_why_unreadable(child) or ' (permission denied)'}"
-            )
+            why = " (permission denied)" if child.is_dir() else _why_unreadable(child)
+            raise MindInputError(f"{child} looks like a MIND split folder but cannot be read{why}")
         found.setdefault(match.group(1), []).append(child)
     if not found:
         raise MindInputError(
