@@ -87,8 +87,10 @@ def test_rejects_are_stored_and_replaced_per_file(tmp_path, tiny_mind):
     for _ in range(2):
         result = materialize(db, mind, "2019-11-10")
     rejects = read_table(db, "bronze.rejects")
-    assert rejects.get_column("reason").to_list() == ["unparseable time"]
-    assert result.asset_materializations_for_node("bronze__behaviors")[0].metadata["source_rejected_lines"].value == 1
+    assert rejects.get_column("reason").to_list() == ["time: not a time M/D/YYYY h:mm:ss AM|PM"]
+    metadata = result.asset_materializations_for_node("bronze__behaviors")[0].metadata
+    assert metadata["source_rejected_lines"].value == 1
+    assert "| time | 1 |" in metadata["source_rejects_by_field"].value
 
 
 def test_definitions_load():

@@ -19,16 +19,20 @@ def _line(wikidata_id: str, value: float, end: str = "\n") -> bytes:
     return (wikidata_id + "".join(f"\t{value + k / 1000:.6f}" for k in range(DIMENSION)) + end).encode()
 
 
+VALUE = "values: a value is not a decimal number finite as a 32-bit float"
+
+
 def test_every_line_is_a_vector_a_counted_reject_or_blank(tmp_path):
     good = _line("Q1", 0.1) + _line("Q2", 0.2, "\t\n") + _line("Q3", 0.3, "\r\n") + b"\n  \n"
-    duplicate = _line("Q1", 0.1)  # the same line again: kept once
+    duplicate = _line("Q1", 0.1)  # the same line again: a counted repeat
     bad = {
-        _line("Q4", 0.4).replace(b"\t0.400000", b"", 1): f"expected a WikidataId and {DIMENSION} values",
-        _line("X5", 0.5): "malformed WikidataId",
-        _line("Q6", 0.6).replace(b"0.601000", b"nan"): "a value is not a finite number",
-        _line("Q7", 0.7).replace(b"0.701000", b"1e400"): "a value is not a finite number",
-        _line("Q8", 0.8).replace(b"0.801000", b"abc"): "a value is not a finite number",
-        b"Q9\t\xff\xfe\n": "invalid UTF-8",
+        _line("Q4", 0.4).replace(b"\t0.400000", b"", 1): f"line: expected an id and {DIMENSION} values",
+        _line("X5", 0.5): "id: not Q followed by digits",
+        _line("Q6", 0.6).replace(b"0.601000", b"nan"): VALUE,
+        _line("Q7", 0.7).replace(b"0.701000", b"1e400"): VALUE,
+        _line("Q8", 0.8).replace(b"0.801000", b"abc"): VALUE,
+        _line("Q11", 0.8).replace(b"0.801000", b"0x10"): VALUE,  # Polars would read it
+        b"Q9\t\xff\xfe\n": "line: invalid UTF-8",
     }
     conflicting = _line("Q10", 0.1) + _line("Q10", 0.2)
     path = tmp_path / "entity_embedding.vec"
@@ -37,10 +41,11 @@ def test_every_line_is_a_vector_a_counted_reject_or_blank(tmp_path):
     assert read.vectors.get_column("wikidata_id").to_list() == ["Q1", "Q2", "Q3"]
     assert read.vectors.get_column("vector").to_list()[1][:2] == pytest.approx([0.2, 0.201])
     rejects = read.rejects.sort("line")
-    assert rejects.get_column("reason").to_list() == [*bad.values(), *["conflicting lines share one WikidataId"] * 2]
-    assert rejects.get_column("line").to_list() == list(range(7, 15))  # 4 good lines (one repeated) and 2 blank first
-    assert read.lines == 3 + 1 + len(bad) + 2  # non-blank: 3 good, the repeat, 6 malformed, 2 conflicting
-    assert "\\xff\\xfe" in rejects.filter(pl.col("reason") == "invalid UTF-8").item(0, "raw_line")
+    assert rejects.get_column("reason").to_list() == [
+        "line: the same id and vector as an earlier line", *bad.values(), *["id: conflicting lines share one id"] * 2]
+    assert rejects.get_column("line").to_list() == list(range(6, 16))  # 3 good lines and 2 blank first
+    assert read.lines == 3 + 1 + len(bad) + 2  # non-blank: 3 good, the repeat, 7 malformed, 2 conflicting
+    assert "\\xff\\xfe" in rejects.filter(pl.col("reason") == "line: invalid UTF-8").item(0, "raw_line")
 
 
 def test_an_id_in_several_splits_is_kept_once_and_disagreement_is_counted(tmp_path):

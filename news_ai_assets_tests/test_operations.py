@@ -1,8 +1,7 @@
-"""Operations: schedules, empty days, a locked file, a killed writer, and fuzzed input."""
+"""Operations: schedules, the daily job, empty days, a locked file, a killed writer (fuzzed input: test_grammar.py)."""
 
 import datetime as dt
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -12,11 +11,8 @@ import textwrap
 import dagster as dg
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from news_ai_assets.definitions import all_assets, defs, mind_features_job, mind_features_job_schedule
-from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
 from news_ai_assets.settings import daily_partitions
 from news_ai_assets.storage.duckdb_file import connect, replace_rows
 from news_ai_assets_tests.pipeline import (
@@ -106,61 +102,6 @@ def test_a_writer_killed_mid_partition_leaves_the_previous_rows(tmp_path):
         assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(41,), (42,)]
         replace_rows(conn, "layer", "t", previous.with_columns(pl.col("value") + 1), "date = ?", [day])
         assert conn.sql("SELECT value FROM layer.t ORDER BY value").fetchall() == [(42,), (43,)]
-
-
-def _mutations():
-    """One edit of a line: a byte replaced, inserted or deleted, a field dropped or doubled, a cut."""
-    return st.one_of(
-        st.tuples(st.just("replace"), st.integers(0, 10_000), st.sampled_from([b"\t", b"\xff", b"\xc3", b"-", b" ", b"x", b'"', b"\r", b"0"])),
-        st.tuples(st.just("insert"), st.integers(0, 10_000), st.sampled_from([b"\t", b"\xfe\xff", b"\n", b"N", b"-2", b" "])),
-        st.tuples(st.just("delete"), st.integers(0, 10_000), st.integers(1, 30)),
-        st.tuples(st.just("truncate"), st.integers(0, 10_000), st.just(0)),
-    )
-
-
-def _apply(line: bytes, mutation) -> bytes:
-    kind, at, arg = mutation
-    at = at % (len(line) + 1)
-    if kind == "replace":
-        return line[:at] + arg + line[at + 1:]
-    if kind == "insert":
-        return line[:at] + arg + line[at:]
-    if kind == "delete":
-        return line[:at] + line[at + arg:]
-    return line[:at]
-
-
-@pytest.mark.parametrize("rows", ["real", "generated"])
-@pytest.mark.parametrize("kind", ["behaviors", "news"])
-def test_fuzzed_rows_are_read_or_rejected_never_lost(tmp_path_factory, tiny_mind, kind, rows):
-    """Every non-blank line of a mutated file is either a row or a counted reject; nothing crashes."""
-    from news_ai_assets_tests.conftest import REAL_SUBSET
-
-    folder = REAL_SUBSET / "MINDsmall_train" if rows == "real" else tiny_mind / "MINDsample_train"
-    if not folder.exists():
-        pytest.skip(f"real MIND rows not found at {REAL_SUBSET}")
-    source = (folder / f"{kind}.tsv").read_bytes().splitlines()[:300]
-
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(st.tuples(st.integers(0, len(source) - 1), _mutations()), min_size=1, max_size=8))
-    def check(edits):
-        lines = list(source)
-        for index, mutation in edits:
-            lines[index] = _apply(lines[index], mutation)
-        data = b"\n".join(lines) + b"\n"
-        root = tmp_path_factory.mktemp("fuzz")
-        (root / "MINDfuzz_train").mkdir()
-        (root / "MINDfuzz_train" / f"{kind}.tsv").write_bytes(data)
-        splits = discover_splits(root)
-        rows, rejects, _ = (
-            read_behaviors(splits, dt.date(1900, 1, 1), dt.date(2100, 1, 1)) if kind == "behaviors" else read_news(splits)
-        )
-        # Records as the reader sees them: \n, \r\n and a lone \r all end one; blank ones carry nothing.
-        physical = [line for line in re.split(rb"\r\n|\r|\n", data) if line]
-        assert rows.height + rejects.height == len(physical), (rows.height, rejects.height, len(physical))
-        assert rejects.get_column("reason").null_count() == 0
-
-    check()
 
 
 def test_after_a_run_the_file_alone_holds_everything(tmp_path, tiny_mind):

@@ -67,19 +67,19 @@ def test_day_window_is_start_inclusive_end_exclusive(tiny_mind):
 
 GOOD = b"1\tU1\t11/11/2019 9:05:26 AM\tN1 N2\tN3-1 N4-0\n"
 BAD_LINES = {
-    b"2\tU2\tnot a time\t\tN3-0\n": "unparseable time",
-    b"14\tU14\t11/10/201  1:25:21 AM\t\tN3-0\n": "unparseable time",  # strptime would say year 201
-    b"15\tU15\t11/10/0019 1:25:21 AM\t\tN3-0\n": "implausible time (year outside 1970-2099)",
-    b"3\tU3\t11/11/2019 9:05:26 AM\tN1\n": "too few fields (expected 5)",
-    b"4\tU4\t11/11/2019 9:05:26 AM\t\tN3-0\textra\n": "too many fields (expected 5)",
-    b"13\t\t11/11/2019 9:05:26 AM\t\tN3-0\n": "missing or malformed user_id",
-    b"5\tU\xff5\t11/11/2019 9:05:26 AM\t\tN3-0\n": "invalid encoding",
-    b'"6\tU6\t11/12/2019 12:05:26 PM\t\tN3-0\n': "impression_id is not a positive integer",
-    b"7\tU7\t11/12/2019 1:05:26 PM\t\tN3\n": "unlabelled impression in a labelled split",
-    b"8\tU8\t11/12/2019 1:05:26 PM\t\tN3-1 N3-0\n": "candidate repeated within an impression",
-    b"9\tU9\t11/12/2019 1:05:26 PM\tN1 X2\tN3-1\n": "malformed history news id",
-    b"10\tU10\t11/12/2019 1:05:26 PM\t\tN3-2\n": "malformed impression token",
-    b"11\tU11\t11/12/2019 1:05:26 PM\t\t\n": "no impressions",
+    b"2\tU2\tnot a time\t\tN3-0\n": "time: not a time M/D/YYYY h:mm:ss AM|PM",
+    b"14\tU14\t11/10/201  1:25:21 AM\t\tN3-0\n": "time: not a time M/D/YYYY h:mm:ss AM|PM",  # strptime would say year 201
+    b"15\tU15\t11/10/0019 1:25:21 AM\t\tN3-0\n": "time: year outside 1970-2099",
+    b"3\tU3\t11/11/2019 9:05:26 AM\tN1\n": "line: too few fields (expected 5)",
+    b"4\tU4\t11/11/2019 9:05:26 AM\t\tN3-0\textra\n": "line: too many fields (expected 5)",
+    b"13\t\t11/11/2019 9:05:26 AM\t\tN3-0\n": "user_id: not U followed by digits",
+    b"5\tU\xff5\t11/11/2019 9:05:26 AM\t\tN3-0\n": "line: invalid encoding",
+    b'"6\tU6\t11/12/2019 12:05:26 PM\t\tN3-0\n': "impression_id: not a decimal integer from 1 to 2147483647",
+    b"7\tU7\t11/12/2019 1:05:26 PM\t\tN3\n": "impressions: unlabelled in a labelled split (train, dev)",
+    b"8\tU8\t11/12/2019 1:05:26 PM\t\tN3-1 N3-0\n": "impressions: a candidate repeated",
+    b"9\tU9\t11/12/2019 1:05:26 PM\tN1 X2\tN3-1\n": "history: not news ids separated by single spaces",
+    b"10\tU10\t11/12/2019 1:05:26 PM\t\tN3-2\n": "impressions: not news ids separated by single spaces, each with -1 or -0 (labelled) or none (unlabelled)",
+    b"11\tU11\t11/12/2019 1:05:26 PM\t\t\n": "impressions: empty",
 }
 
 
@@ -93,8 +93,8 @@ def test_malformed_lines_are_rejected_with_reasons_not_dropped(tmp_path):
     others = rejects.filter(~pl.col("raw_line").str.starts_with("12\t"))
     for reason, lines in Counter(BAD_LINES.values()).items():
         assert others.filter(pl.col("reason").str.starts_with(reason)).height == lines, reason
-    assert last.get_column("reason").item() == "too few fields (expected 5)"
-    encoding = rejects.filter(pl.col("reason").str.starts_with("invalid encoding"))
+    assert last.get_column("reason").item() == "line: too few fields (expected 5)"
+    encoding = rejects.filter(pl.col("reason").str.starts_with("line: invalid encoding"))
     assert encoding.get_column("line").to_list() == [8]  # where DuckDB's reader refused it, the line number
 
 
@@ -107,7 +107,8 @@ def test_duplicate_impression_ids(tmp_path):
     behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     assert behaviors.get_column("impression_id").to_list() == [1]
     assert sorted(rejects.get_column("reason").to_list()) == [
-        "conflicting lines share one impression_id", "conflicting lines share one impression_id", "duplicate line",
+        "impression_id: conflicting lines share one impression_id",
+        "impression_id: conflicting lines share one impression_id", "line: an exact copy of another line",
     ]
 
 
@@ -124,12 +125,12 @@ def test_unlabelled_test_split_and_empty_file(tmp_path):
 
 def test_news_union_across_splits_and_bad_entities(tmp_path):
     article = b"N1\tnews\tnewsus\tTitle\t\thttps://x\t[]\t[]\n"
-    _split_dir(tmp_path, "MINDsmall_train", news=article + b"N2\tnews\tnewsus\tT2\tA\tu\t{oops\t[]\n")
-    _split_dir(tmp_path, "MINDsmall_dev", news=article + b"N3\tsports\tnfl\t\"Quoted\tA\tu\t[]\t[]\n")
+    _split_dir(tmp_path, "MINDsmall_train", news=article + b"N2\tnews\tnewsus\tT2\tA\thttps://u\t{oops\t[]\n")
+    _split_dir(tmp_path, "MINDsmall_dev", news=article + b"N3\tsports\tnfl\t\"Quoted\tA\thttps://u\t[]\t[]\n")
     news, rejects, _ = read_news(discover_splits(tmp_path))
     assert news.get_column("news_id").to_list() == ["N1", "N3"]
     assert news.filter(pl.col("news_id") == "N3").get_column("title").item() == '"Quoted'
-    assert rejects.get_column("reason").to_list() == ["title entities are not a valid JSON array"]
+    assert rejects.get_column("reason").to_list() == ["title_entities: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
 
 
 def test_folder_problems_are_clear_errors(tmp_path):
@@ -226,11 +227,11 @@ def test_every_line_is_a_row_a_reject_or_blank(tmp_path):
     behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), *ALL_DAYS)
     assert behaviors.get_column("impression_id").to_list() == [1, 2, 3]
     assert rejects.select("line", "reason").rows() == [
-        (2, "line longer than 2,000,000 bytes (33,000,034)"), (4, "line longer than 2,000,000 bytes (3,000,034)")
+        (2, "line: longer than 2,000,000 bytes (33,000,034)"), (4, "line: longer than 2,000,000 bytes (3,000,034)")
     ]
     assert rejects.get_column("raw_line")[0].startswith("5\tU5\t") and rejects.get_column("raw_line")[0].endswith("(33,000,034 bytes)")
     news, news_rejects, _ = read_news(discover_splits(tmp_path))
-    assert news.height == 0 and news_rejects.select("line", "reason").rows() == [(1, "line longer than 2,000,000 bytes (40,000,000)")]
+    assert news.height == 0 and news_rejects.select("line", "reason").rows() == [(1, "line: longer than 2,000,000 bytes (40,000,000)")]
 
 
 def test_an_impression_of_40000_candidates_is_read_whole(tmp_path):

@@ -32,7 +32,7 @@ def test_each_file_version_is_parsed_once(tmp_path, tiny_mind):
     behaviors = read_table(db, "bronze.behaviors")
     assert behaviors.filter(pl.col("impression_id") == 99999).get_column("date").to_list() == [dt.date(2019, 11, 13)]
     rejects = read_table(db, "bronze.rejects")
-    assert rejects.select("source_file", "reason").rows() == [(str(train), "unparseable time")]
+    assert rejects.select("source_file", "reason").rows() == [(str(train), "time: not a time M/D/YYYY h:mm:ss AM|PM")]
     assert result.asset_materializations_for_node("bronze__behaviors")[0].metadata["source_rejected_lines"].value == 1
     staged = read_table(db, "bronze.staged_files").filter(pl.col("kind") == "behaviors").sort("split")
     assert staged.get_column("split").to_list() == ["dev", "test", "train"] and staged.get_column("rejects").sum() == 1

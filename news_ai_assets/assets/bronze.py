@@ -5,6 +5,7 @@ days one at a time as filters of the staged rows.
 """
 
 import dagster as dg
+import polars as pl
 
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days, preview,
@@ -38,16 +39,26 @@ def _split_dirs(context: dg.AssetExecutionContext, mind: MindSource, database: D
     return splits
 
 
+def _rejects_by_field(conn, files: list[str]) -> pl.DataFrame:
+    """The rejected lines of `files` per field their reasons name (a reason starts with it: "user_id: ...")."""
+    rows = conn.execute(f"SELECT split_part(reason, ':', 1), count(*) FROM bronze.rejects WHERE {_in(files)} "
+                        "GROUP BY 1 ORDER BY 2 DESC, 1", files).fetchall()
+    return pl.DataFrame(rows, schema=["field", "lines"], orient="row")
+
+
 def _stage(context: dg.AssetExecutionContext, database: Database, kind: str, splits: list[SplitDir]):
     """Stages the splits' `kind` files; returns them and the run's metadata about them."""
     with timed(context, f"run_stage_{kind}") as timing, database.connect() as conn:
         staged = [stage(database, conn, kind, split, context.log) for split in splits]
-    rejected = sum(s.rejects for s in staged)
+        rejected = sum(s.rejects for s in staged)
+        files = [s.source_file for s in staged]
+        by_field = _rejects_by_field(conn, files) if rejected else None
     if rejected:
         context.log.warning(f"{rejected} malformed {kind} lines rejected; see bronze.rejects")
     return staged, {
-        "source_files": ", ".join(s.source_file for s in staged),
+        "source_files": ", ".join(files),
         "source_rejected_lines": rejected,
+        **({"source_rejects_by_field": preview(by_field, rows=by_field.height)} if rejected else {}),
         "source_files_parsed_in_this_run": sum(not s.reused for s in staged),
         "rejects_table": "bronze.rejects",
         **timing,

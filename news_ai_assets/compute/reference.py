@@ -5,72 +5,146 @@ hold the fast code in this folder to it; the benchmark times its per-user code a
 """
 
 import datetime as dt
+import hashlib
 import json
 import math
+import re
+import struct
 import unicodedata
 from pathlib import Path
+
+from news_ai_assets.mind import grammar
+
+
+def grammar_lines(data: bytes) -> tuple[list[bytes], int]:
+    """A TSV file's non-blank lines and how many are blank: "\\r\\n", "\\r" and "\\n" each end a line."""
+    lines = re.split(rb"\r\n|\r|\n", data)
+    if lines and lines[-1] == b"":
+        lines.pop()  # the terminator of the last line
+    return [line for line in lines if line], sum(1 for line in lines if not line)
+
+
+def _matches(field: grammar.Field, text: str) -> bool:
+    return re.fullmatch(field.pattern, text) is not None
+
+
+def behaviors_line(text: str, split: str) -> tuple[str | None, dict | None]:
+    """(the reject reason, None) or (None, the bronze row) that a behaviors.tsv line means, field by
+    field in the grammar's order (mind/grammar.py)."""
+    fields = text.split("\t")
+    if len(fields) != len(grammar.BEHAVIOR_FIELDS):
+        return grammar.field_count_problem(len(grammar.BEHAVIOR_FIELDS), len(fields) > len(grammar.BEHAVIOR_FIELDS)), None
+    id_field, user_field, time_field, history_field, impressions_field = grammar.BEHAVIOR_FIELDS
+    impression_id, user_id, time, history, impressions = fields
+    if impression_key(text) is None:
+        return f"impression_id: {id_field.problem}", None
+    if not _matches(user_field, user_id):
+        return f"user_id: {user_field.problem}", None
+    if not _matches(time_field, time):
+        return f"time: {time_field.problem}", None
+    try:
+        when = dt.datetime.strptime(time, grammar.TIME_FORMAT)
+    except ValueError:
+        return f"time: {grammar.TIME_NOT_A_DAY}", None
+    if not grammar.YEARS[0] <= when.year <= grammar.YEARS[1]:
+        return f"time: {grammar.TIME_OUT_OF_RANGE}", None
+    if not _matches(history_field, history):
+        return f"history: {history_field.problem}", None
+    shown = impressions.strip(" ")
+    if shown == "":
+        return f"impressions: {grammar.NO_IMPRESSIONS}", None
+    tokens = shown.split(" ")
+    labelled = all(re.fullmatch("N[0-9]+-[01]", t) for t in tokens)
+    if not _matches(impressions_field, impressions):
+        mixed = re.fullmatch(grammar.ANY_IMPRESSION_TOKENS, impressions)
+        return f"impressions: {grammar.MIXED_LABELS if mixed else impressions_field.problem}", None
+    if split in grammar.LABELLED_SPLITS and not labelled:
+        return f"impressions: {grammar.UNLABELLED_IN_LABELLED_SPLIT}", None
+    candidates = [{"news_id": t.split("-")[0], "clicked": {"1": True, "0": False}.get(t.partition("-")[2])} for t in tokens]
+    if len({c["news_id"] for c in candidates}) < len(candidates):
+        return f"impressions: {grammar.REPEATED_CANDIDATE}", None
+    listed = history.strip(" ").split(" ") if history.strip(" ") else []
+    clicks = sum(1 for c in candidates if c["clicked"]) if labelled else None
+    return None, {
+        "date": when.date(), "impression_id": int(impression_id), "user_id": user_id, "time": when, "split": split,
+        "history": listed, "impressions": candidates, "history_length": len(listed),
+        "impressions_count": len(candidates), "click_count": clicks,
+        "clicked_news": [c["news_id"] for c in candidates if c["clicked"]],
+        "click_ratio": clicks / len(candidates) if labelled else None,
+        "day_of_week": when.weekday(), "hour_of_day": when.hour,
+    }
+
+
+def impression_key(text: str) -> int | None:
+    """The impression id of a behaviors.tsv line when its first field is one, else None."""
+    first = text.split("\t")[0]
+    if re.fullmatch(grammar.BEHAVIOR_FIELDS[0].pattern, first) and 1 <= int(first) <= grammar.MAX_IMPRESSION_ID:
+        return int(first)
+    return None
+
+
+def _float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def news_line(text: str) -> tuple[str | None, dict | None]:
+    """(the reject reason, None) or (None, the parsed row) that a news.tsv line means."""
+    fields = text.split("\t")
+    if len(fields) != len(grammar.NEWS_FIELDS):
+        return grammar.field_count_problem(len(grammar.NEWS_FIELDS), len(fields) > len(grammar.NEWS_FIELDS)), None
+    values = dict(zip((f.name for f in grammar.NEWS_FIELDS), fields))
+    for field in grammar.NEWS_FIELDS:
+        if field.name in grammar.ENTITY_FIELDS:
+            if problem := grammar.entity_list_problem(values[field.name]):
+                return f"{field.name}: {problem}", None
+        elif not _matches(field, values[field.name]):
+            return f"{field.name}: {field.problem}", None
+
+    def entities(text: str) -> list[dict]:
+        return [
+            {"label": e["Label"], "type": e["Type"], "wikidata_id": e["WikidataId"], "confidence": _float32(e["Confidence"]),
+             "occurrence_offsets": e["OccurrenceOffsets"], "surface_forms": e["SurfaceForms"]}
+            for e in json.loads(text or "[]")
+        ]
+
+    return None, {**values, **{f: entities(values[f]) for f in grammar.ENTITY_FIELDS},
+                  "article_key": hashlib.md5(text.encode("utf-8")).hexdigest()}
+
+
+def vector_line(line: bytes, kind: str) -> tuple[str | None, tuple[str, list[float]] | None]:
+    """(the reject reason, None) or (None, (id, vector)) that a non-blank line of a .vec file means."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "line: invalid UTF-8", None
+    fields = text.rstrip(" \t\r").split("\t")
+    if len(fields) != grammar.VECTOR_DIMENSION + 1:
+        return f"line: {grammar.VECTOR_FIELD_COUNT_PROBLEM}", None
+    if not re.fullmatch(grammar.VECTOR_IDS[kind], fields[0]):
+        return f"id: not {grammar.VECTOR_IDS[kind][0]} followed by digits", None
+    vector = []
+    for value in fields[1:]:
+        try:
+            if not re.fullmatch(grammar.VECTOR_VALUE, value) or not math.isfinite(number := _float32(float(value))):
+                return f"values: {grammar.VECTOR_VALUE_PROBLEM}", None
+        except OverflowError:
+            return f"values: {grammar.VECTOR_VALUE_PROBLEM}", None
+        vector.append(number)
+    return None, (fields[0], vector)
 
 
 def parse_behaviors_file(path: Path, split: str) -> list[dict]:
     """Every well-formed line of a behaviors.tsv, as dicts shaped like a bronze/behaviors row."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            impression_id, user_id, time, history, impressions = line.rstrip("\n").split("\t")
-            when = dt.datetime.strptime(time, "%m/%d/%Y %I:%M:%S %p")
-            candidates = []
-            for token in impressions.split():
-                news_id, _, label = token.partition("-")
-                candidates.append({"news_id": news_id, "clicked": {"1": True, "0": False}.get(label)})
-            labelled = candidates[0]["clicked"] is not None
-            clicks = sum(1 for c in candidates if c["clicked"]) if labelled else None
-            rows.append(
-                {
-                    "date": when.date(),
-                    "impression_id": int(impression_id),
-                    "user_id": user_id,
-                    "time": when,
-                    "split": split,
-                    "history": history.split(),
-                    "impressions": candidates,
-                    "history_length": len(history.split()),
-                    "impressions_count": len(candidates),
-                    "click_count": clicks,
-                    "clicked_news": [c["news_id"] for c in candidates if c["clicked"]],
-                    "click_ratio": clicks / len(candidates) if labelled else None,
-                    "day_of_week": when.weekday(),
-                    "hour_of_day": when.hour,
-                }
-            )
-    return rows
+    lines, _ = grammar_lines(path.read_bytes())
+    return [row for line in lines if (row := behaviors_line(line.decode("utf-8"), split)[1]) is not None]
 
 
 def parse_news_file(path: Path) -> dict[str, dict]:
-    """news_id -> parsed row of a news.tsv."""
-
-    def entities(text: str) -> list[dict]:
-        return [
-            {
-                "label": e["Label"], "type": e["Type"], "wikidata_id": e["WikidataId"],
-                "confidence": e["Confidence"], "occurrence_offsets": e["OccurrenceOffsets"],
-                "surface_forms": e["SurfaceForms"],
-            }
-            for e in json.loads(text or "[]")
-        ]
-
+    """news_id -> parsed row of a news.tsv (its first well-formed line)."""
     news = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.rstrip("\n").split("\t")
-            news_id, category, subcategory, title, abstract, url, title_entities, abstract_entities = fields
-            news.setdefault(
-                news_id,
-                {
-                    "news_id": news_id, "category": category, "subcategory": subcategory, "title": title,
-                    "abstract": abstract, "url": url, "title_entities": entities(title_entities),
-                    "abstract_entities": entities(abstract_entities),
-                },
-            )
+    for line in grammar_lines(path.read_bytes())[0]:
+        if (row := news_line(line.decode("utf-8"))[1]) is not None:
+            news.setdefault(row["news_id"], row)
     return news
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
+from news_ai_assets.mind import grammar
 from news_ai_assets.mind.reader import REJECT_SCHEMA, SplitDir
 
-DIMENSION = 100
+DIMENSION = grammar.VECTOR_DIMENSION
 VECTOR_FILES = {"entity": "entity_embedding.vec", "relation": "relation_embedding.vec"}
 
 
@@ -62,22 +63,31 @@ def _parse_file(file: VectorFile, content: bytes) -> tuple[pl.DataFrame, pl.Data
         .with_row_index("line", offset=1)
     text = pl.col("text")
     fields = text.str.strip_chars_end(" \t\r").str.split("\t")
-    values = fields.list.slice(1).list.eval(pl.element().cast(pl.Float32, strict=False))
-    checked = lines.with_columns(fields.list.first().alias("wikidata_id"), values.alias("vector")).filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars(" \t\r") != "")).with_columns(
-        pl.when(pl.col("text").is_null()).then(pl.lit("invalid UTF-8"))
-        .when(pl.col("vector").list.len() != DIMENSION).then(pl.lit(f"expected a WikidataId and {DIMENSION} values"))
-        .when(~pl.col("wikidata_id").str.contains(r"^Q[0-9]+$")).then(pl.lit("malformed WikidataId"))
-        .when(pl.col("vector").list.eval(pl.element().is_null() | ~pl.element().is_finite()).list.any())
-        .then(pl.lit("a value is not a finite number"))
+    texts = fields.list.slice(1)
+    values = texts.list.eval(pl.element().cast(pl.Float32, strict=False))
+    well_formed = texts.list.eval(pl.element().str.contains(f"^{grammar.VECTOR_VALUE}$")).list.all()
+    non_blank = lines.filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars(" \t\r") != ""))
+    checked = non_blank.with_columns(fields.list.first().alias("wikidata_id"), values.alias("vector"),
+                                     well_formed.alias("well_formed")).with_columns(
+        pl.when(pl.col("text").is_null()).then(pl.lit("line: invalid UTF-8"))
+        .when(pl.col("vector").list.len() != DIMENSION).then(pl.lit(f"line: {grammar.VECTOR_FIELD_COUNT_PROBLEM}"))
+        .when(~pl.col("wikidata_id").str.contains(f"^{grammar.VECTOR_IDS[file.kind]}$"))
+        .then(pl.lit(f"id: not {grammar.VECTOR_IDS[file.kind][0]} followed by digits"))
+        .when(~pl.col("well_formed") | pl.col("vector").list.eval(pl.element().is_null() | ~pl.element().is_finite()).list.any())
+        .then(pl.lit(f"values: {grammar.VECTOR_VALUE_PROBLEM}"))
         .alias("reason")
     )
     good = checked.filter(pl.col("reason").is_null())
-    # An id listed twice in one file: once if the lines agree, rejected if they don't.
+    # An id listed twice in one file: every line of it rejected if they disagree; if they agree, the
+    # first is the row and the others are counted as repeats.
     versions = good.group_by("wikidata_id").agg(pl.col("vector").n_unique().alias("versions"))
     conflicting = versions.filter(pl.col("versions") > 1).get_column("wikidata_id")
+    repeats = good.filter(pl.col("line").rank("ordinal").over("wikidata_id") > 1).get_column("line")
     checked = checked.with_columns(
-        pl.when(pl.col("reason").is_null() & pl.col("wikidata_id").is_in(conflicting.implode()))
-        .then(pl.lit("conflicting lines share one WikidataId")).otherwise(pl.col("reason")).alias("reason")
+        pl.when(pl.col("reason").is_not_null()).then(pl.col("reason"))
+        .when(pl.col("wikidata_id").is_in(conflicting.implode())).then(pl.lit("id: conflicting lines share one id"))
+        .when(pl.col("line").is_in(repeats.implode())).then(pl.lit(grammar.REPEATED_VECTOR))
+        .alias("reason")
     )
     rejects = checked.filter(pl.col("reason").is_not_null()).select(
         pl.lit(str(file.path)).alias("source_file"), pl.col("line").cast(pl.Int64), "reason",

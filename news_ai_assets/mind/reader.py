@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import polars as pl
+import pyarrow as pa
 
+from news_ai_assets.mind import grammar
 from news_ai_assets.mind.line_scan import line_head, scan_lines
 from news_ai_assets.storage.duckdb_config import open_duckdb
 
@@ -140,11 +142,12 @@ def _literal(path: Path) -> str:
 
 def _csv_scan(fields: tuple[str, ...]) -> str:
     """Every field as text. Non-strict parsing never stops on a stray byte; instead an `overflow`
-    column catches extra fields and, with no string read as NULL, a NULL field is a missing one."""
+    column catches extra fields and, with no string read as NULL (the NULL string is a carriage
+    return, which always ends a line), a NULL field is a missing one."""
     columns = ", ".join(f"'{name}': 'VARCHAR'" for name in (*fields, "overflow"))
     return (
         "read_csv($file, delim='\t', quote='', escape='', new_line='\\n', header=false, auto_detect=false, "
-        f"strict_mode=false, null_padding=true, nullstr='\x01', store_rejects=true, max_line_size={MAX_LINE_BYTES}, "
+        f"strict_mode=false, null_padding=true, nullstr='\r', store_rejects=true, max_line_size={MAX_LINE_BYTES}, "
         f"columns={{{columns}}})"
     )
 
@@ -153,9 +156,14 @@ def _field_count_problem(fields: tuple[str, ...]) -> str:
     """SQL CASE branches rejecting lines with too many or too few tab-separated fields."""
     missing = " OR ".join(f"{name} IS NULL" for name in fields)
     return (
-        f"WHEN overflow IS NOT NULL THEN 'too many fields (expected {len(fields)})' "
-        f"WHEN {missing} THEN 'too few fields (expected {len(fields)})'"
+        f"WHEN overflow IS NOT NULL THEN '{grammar.field_count_problem(len(fields), too_many=True)}' "
+        f"WHEN {missing} THEN '{grammar.field_count_problem(len(fields), too_many=False)}'"
     )
+
+
+def _breaks(field: grammar.Field, column: str | None = None) -> str:
+    """The SQL CASE branch rejecting a field that does not match its pattern, naming it."""
+    return f"WHEN NOT regexp_full_match({column or field.name}, '{field.pattern}') THEN '{field.name}: {field.problem}'"
 
 
 def _reader_rejects(conn, path: Path) -> pl.DataFrame:
@@ -164,7 +172,7 @@ def _reader_rejects(conn, path: Path) -> pl.DataFrame:
     return conn.sql(
         """
         SELECT $path AS source_file, line::BIGINT AS line,
-               lower(error_type) || ': ' || error_message AS reason, csv_line AS raw_line
+               'line: ' || lower(error_type) || ': ' || error_message AS reason, csv_line AS raw_line
         FROM reject_errors
         WHERE lower(error_type) <> 'line size over maximum'
         QUALIFY row_number() OVER (PARTITION BY line ORDER BY column_idx) = 1  -- one row per line
@@ -176,7 +184,7 @@ def _reader_rejects(conn, path: Path) -> pl.DataFrame:
 
 def _overlong_rejects(path: Path, overlong: list[tuple[int, int, int]]) -> pl.DataFrame:
     return pl.DataFrame(
-        [(str(path), line, f"line longer than {MAX_LINE_BYTES:,} bytes ({length:,})", line_head(path, start, length))
+        [(str(path), line, f"line: longer than {MAX_LINE_BYTES:,} bytes ({length:,})", line_head(path, start, length))
          for line, start, length in overlong],
         schema=REJECT_SCHEMA, orient="row",
     )
@@ -241,14 +249,14 @@ def _parse(
     run(
         f"""CREATE OR REPLACE TEMP TABLE checked AS {cte}
         SELECT {columns},
-            coalesce(reason, CASE WHEN d.versions > 1 THEN 'conflicting lines share one {key}'
-                                  WHEN d.versions = 1 THEN 'duplicate line' END) AS reject_reason,
+            coalesce(reason, CASE WHEN d.versions > 1 THEN '{key}: conflicting lines share one {key}'
+                                  WHEN d.versions = 1 THEN '{grammar.DUPLICATE_LINE}' END) AS reject_reason,
             CASE WHEN reject_reason IS NOT NULL THEN raw_line END AS raw_line
         FROM validated LEFT JOIN duplicated d ON validated.{key} = d.duplicate_key"""
     )
     conn.execute(  # one copy of each exactly duplicated line is a good row after all
         f"""UPDATE checked SET reject_reason = NULL, raw_line = NULL WHERE rowid IN (
-            SELECT min(rowid) FROM checked WHERE reject_reason = 'duplicate line' GROUP BY {key})"""
+            SELECT min(rowid) FROM checked WHERE reject_reason = '{grammar.DUPLICATE_LINE}' GROUP BY {key})"""
     )
     conn.register("overlong_rejects", _overlong_rejects(path, scan.overlong).to_arrow())
     conn.register("reader_rejects", reader_rejects.cast(REJECT_SCHEMA).to_arrow())
@@ -270,39 +278,37 @@ def _parse(
 
 
 # One regular expression per field and line, not per token: MIND-large has 5 M lines of ~70 ids.
-# MIND's own format, strictly: strptime alone reads "11/10/201  1:25" as the year 201, a day no
-# partition holds, so such a line would be neither a row nor a reject.
-_TIME_FORMAT = "[0-9]{1,2}/[0-9]{1,2}/[0-9]{4} [0-9]{1,2}:[0-9]{2}:[0-9]{2} [AP]M"
-_NEWS_IDS = "N[0-9]+( N[0-9]+)*"
-_LABELLED = "N[0-9]+-[01]( N[0-9]+-[01])*"
-_ANY_TOKENS = "N[0-9]+(-[01])?( N[0-9]+(-[01])?)*"
+_ID, _USER, _TIME, _HISTORY, _IMPRESSIONS = grammar.BEHAVIOR_FIELDS
+_IMPRESSION_ID_VALUE = (f"CASE WHEN regexp_full_match(impression_id, '{_ID.pattern}') AND TRY_CAST(impression_id AS BIGINT) "
+                        f"BETWEEN 1 AND {grammar.MAX_IMPRESSION_ID} THEN impression_id::INTEGER END")
+_TIME_VALUE = f"CASE WHEN regexp_full_match(time, '{_TIME.pattern}') THEN try_strptime(time, '{grammar.TIME_FORMAT}') END"
 
 _BEHAVIORS_VALIDATION = f"""
 texts AS (
-    SELECT raw_line, user_id, CASE {_field_count_problem(BEHAVIOR_FIELDS)} END AS field_count_problem,
-        TRY_CAST(impression_id AS INTEGER) AS impression_id,
-        regexp_full_match(time, '{_TIME_FORMAT}') AS time_well_formed,
-        try_strptime(time, '%m/%d/%Y %I:%M:%S %p') AS time,
+    SELECT raw_line, user_id, history AS history_raw, impressions AS impressions_raw,
+        CASE {_field_count_problem(BEHAVIOR_FIELDS)} END AS field_count_problem,
+        {_IMPRESSION_ID_VALUE} AS impression_id, time AS time_text, {_TIME_VALUE} AS time,
         trim(coalesce(history, '')) AS history_text,
-        trim(coalesce(impressions, ''), ' ' || chr(13)) AS impressions_text  -- CRLF files too
+        trim(coalesce(impressions, '')) AS impressions_text
     FROM raw
 ), validated AS (
     SELECT *,
-        regexp_full_match(impressions_text, '{_LABELLED}') AS labelled,
+        regexp_full_match(impressions_text, 'N[0-9]+-[01]( N[0-9]+-[01])*') AS labelled,
         CASE
             WHEN field_count_problem IS NOT NULL THEN field_count_problem
-            WHEN impression_id IS NULL OR impression_id <= 0 THEN 'impression_id is not a positive integer'
-            WHEN user_id = '' OR regexp_matches(user_id, '\\s') THEN 'missing or malformed user_id'
-            WHEN time IS NULL OR NOT time_well_formed THEN 'unparseable time'
-            WHEN year(time) NOT BETWEEN 1970 AND 2099 THEN 'implausible time (year outside 1970-2099)'
-            WHEN history_text <> '' AND NOT regexp_full_match(history_text, '{_NEWS_IDS}') THEN 'malformed history news id'
-            WHEN impressions_text = '' THEN 'no impressions'
-            WHEN NOT labelled AND NOT regexp_full_match(impressions_text, '{_NEWS_IDS}') THEN
-                CASE WHEN regexp_full_match(impressions_text, '{_ANY_TOKENS}')
-                     THEN 'impression mixes labelled and unlabelled candidates' ELSE 'malformed impression token' END
-            WHEN $split IN ('train', 'dev') AND NOT labelled THEN 'unlabelled impression in a labelled split'
+            WHEN impression_id IS NULL THEN 'impression_id: {_ID.problem}'
+            {_breaks(_USER)}
+            {_breaks(_TIME, "time_text")}
+            WHEN time IS NULL THEN 'time: {grammar.TIME_NOT_A_DAY}'
+            WHEN year(time) NOT BETWEEN {grammar.YEARS[0]} AND {grammar.YEARS[1]} THEN 'time: {grammar.TIME_OUT_OF_RANGE}'
+            {_breaks(_HISTORY, "history_raw")}
+            WHEN impressions_text = '' THEN 'impressions: {grammar.NO_IMPRESSIONS}'
+            WHEN NOT regexp_full_match(impressions_raw, '{_IMPRESSIONS.pattern}') THEN
+                CASE WHEN regexp_full_match(impressions_raw, '{grammar.ANY_IMPRESSION_TOKENS}') THEN 'impressions: {grammar.MIXED_LABELS}'
+                     ELSE 'impressions: {_IMPRESSIONS.problem}' END
+            WHEN $split IN {grammar.LABELLED_SPLITS} AND NOT labelled THEN 'impressions: {grammar.UNLABELLED_IN_LABELLED_SPLIT}'
             WHEN list_unique(string_split(replace(replace(impressions_text, '-0', ''), '-1', ''), ' '))
-                 < len(string_split(impressions_text, ' ')) THEN 'candidate repeated within an impression'
+                 < len(string_split(impressions_text, ' ')) THEN 'impressions: {grammar.REPEATED_CANDIDATE}'
         END AS reason
     FROM texts
 )"""
@@ -326,14 +332,14 @@ _BEHAVIORS_COLUMNS = """
     (isodow(time) - 1)::TINYINT AS day_of_week,
     hour(time)::TINYINT AS hour_of_day
 """
-_DAY_OF_RAW = f"CASE WHEN regexp_full_match(time, '{_TIME_FORMAT}') THEN try_strptime(time, '%m/%d/%Y %I:%M:%S %p')::DATE END"
+_DAY_OF_RAW = f"({_TIME_VALUE})::DATE"
 
 
 def parse_behaviors(conn, split_dir: SplitDir) -> ParsedFile:
     """A split's behaviors.tsv into `conn`'s parsed_* temp tables (see ParsedFile)."""
     return _parse(
         conn, split_dir.split, split_dir.file("behaviors.tsv"), BEHAVIOR_FIELDS, _BEHAVIORS_VALIDATION,
-        _BEHAVIORS_COLUMNS, key="impression_id", key_of_raw="TRY_CAST(impression_id AS INTEGER)", day_of_raw=_DAY_OF_RAW,
+        _BEHAVIORS_COLUMNS, key="impression_id", key_of_raw=_IMPRESSION_ID_VALUE, day_of_raw=_DAY_OF_RAW,
     )
 
 
@@ -362,21 +368,10 @@ validated AS (
     SELECT *,
         CASE
             {_field_count_problem(NEWS_FIELDS)}
-            WHEN NOT regexp_full_match(news_id, 'N[0-9]+') THEN 'malformed news_id'
-            WHEN category = '' THEN 'missing category'
-            WHEN json_type(coalesce(nullif(title_entities, ''), '[]')) IS DISTINCT FROM 'ARRAY'
-                THEN 'title entities are not a valid JSON array'
-            WHEN json_type(coalesce(nullif(abstract_entities, ''), '[]')) IS DISTINCT FROM 'ARRAY'
-                THEN 'abstract entities are not a valid JSON array'
+            {" ".join(_breaks(field) for field in grammar.NEWS_FIELDS if field.name not in grammar.ENTITY_FIELDS)}
+            {" ".join(f"WHEN {f}_problem IS NOT NULL THEN '{f}: ' || {f}_problem" for f in grammar.ENTITY_FIELDS)}
         END AS reason
-    FROM (
-        SELECT * REPLACE (
-            CASE WHEN title_entities = '' OR json_valid(title_entities) THEN title_entities ELSE '"invalid"' END
-                AS title_entities,
-            CASE WHEN abstract_entities = '' OR json_valid(abstract_entities) THEN abstract_entities ELSE '"invalid"' END
-                AS abstract_entities)
-        FROM raw
-    )
+    FROM (SELECT *, {", ".join(f"entity_list_problem({f}) AS {f}_problem" for f in grammar.ENTITY_FIELDS)} FROM raw)
 )"""
 
 
@@ -397,8 +392,15 @@ _NEWS_COLUMNS = f"""
 """
 
 
+def _entity_list_problems(texts: pa.Array) -> pa.Array:
+    return pa.array([None if text is None else grammar.entity_list_problem(text) for text in texts.to_pylist()], pa.string())
+
+
 def parse_news(conn, split_dir: SplitDir) -> ParsedFile:
     """A split's news.tsv into `conn`'s parsed_* temp tables (see ParsedFile)."""
+    if not conn.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'entity_list_problem'").fetchall()[0][0]:
+        conn.create_function("entity_list_problem", _entity_list_problems, ["VARCHAR"], "VARCHAR", type="arrow",
+                             null_handling="special")
     return _parse(conn, split_dir.split, split_dir.file("news.tsv"), NEWS_FIELDS, _NEWS_VALIDATION, _NEWS_COLUMNS,
                   key="news_id", key_of_raw="news_id")
 
