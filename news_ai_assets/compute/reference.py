@@ -54,7 +54,7 @@ def behaviors_line(text: str, split: str) -> tuple[str | None, dict | None]:
     if shown == "":
         return f"impressions: {grammar.NO_IMPRESSIONS}", None
     tokens = shown.split(" ")
-    labelled = all(re.fullmatch("N[0-9]+-[01]", t) for t in tokens)
+    labelled = re.fullmatch(grammar.LABELLED_IMPRESSIONS, shown) is not None
     if not _matches(impressions_field, impressions):
         mixed = re.fullmatch(grammar.ANY_IMPRESSION_TOKENS, impressions)
         return f"impressions: {grammar.MIXED_LABELS if mixed else impressions_field.problem}", None

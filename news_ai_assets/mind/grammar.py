@@ -39,6 +39,7 @@ DUPLICATE_LINE = "line: an exact copy of another line"
 TIME_NOT_A_DAY = "not a real calendar day and time"
 TIME_OUT_OF_RANGE = f"year outside {YEARS[0]}-{YEARS[1]}"
 NO_IMPRESSIONS = "empty"
+LABELLED_IMPRESSIONS = "N[0-9]+-[01]( N[0-9]+-[01])*"  # of the impressions without the spaces around them
 MIXED_LABELS = "labelled and unlabelled candidates mixed"  # the tokens match ANY_IMPRESSION_TOKENS
 ANY_IMPRESSION_TOKENS = " *N[0-9]+(-[01])?( N[0-9]+(-[01])?)* *"
 UNLABELLED_IN_LABELLED_SPLIT = "unlabelled in a labelled split (train, dev)"

@@ -293,7 +293,7 @@ texts AS (
     FROM raw
 ), validated AS (
     SELECT *,
-        regexp_full_match(impressions_text, 'N[0-9]+-[01]( N[0-9]+-[01])*') AS labelled,
+        regexp_full_match(impressions_text, '{grammar.LABELLED_IMPRESSIONS}') AS labelled,
         CASE
             WHEN field_count_problem IS NOT NULL THEN field_count_problem
             WHEN impression_id IS NULL THEN 'impression_id: {_ID.problem}'
