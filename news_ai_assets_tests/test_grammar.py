@@ -116,7 +116,7 @@ def _source_lines(kind: str, tiny_mind: Path, rows: str) -> list[bytes]:
 
 def _normalised(reason: str) -> str:
     """DuckDB's reader words invalid UTF-8 its own way; the grammar's reason is the same line fault."""
-    return "line: invalid UTF-8" if reason.startswith(("line: invalid encoding", "line: invalid unicode")) else reason
+    return grammar.INVALID_UTF8 if reason.startswith(("line: invalid encoding", "line: invalid unicode")) else reason
 
 
 def _expected_tsv(kind: str, data: bytes, split: str) -> tuple[list[dict], list[str], int]:
@@ -128,7 +128,7 @@ def _expected_tsv(kind: str, data: bytes, split: str) -> tuple[list[dict], list[
         try:
             decoded.append(line.decode("utf-8"))
         except UnicodeDecodeError:
-            reasons.append("line: invalid UTF-8")
+            reasons.append(grammar.INVALID_UTF8)
     judged = [reference.behaviors_line(t, split) if kind == "behaviors" else reference.news_line(t) for t in decoded]
     keys = [reference.impression_key(t) if kind == "behaviors" else t.split("\t")[0] for t in decoded]
     key_name = "impression_id" if kind == "behaviors" else "news_id"
@@ -141,7 +141,7 @@ def _expected_tsv(kind: str, data: bytes, split: str) -> tuple[list[dict], list[
         shared = key is not None and sum(k == key for k in keys) > 1
         if reason is None and shared:
             if len(texts[key]) > 1:
-                reason = f"{key_name}: conflicting lines share one {key_name}"
+                reason = grammar.conflicting_lines(key_name)
             elif key in kept:
                 reason = grammar.DUPLICATE_LINE
         if reason is None:
@@ -187,7 +187,7 @@ def _check_vectors(kind: str, data: bytes, path: Path) -> None:
     expected_reasons, expected, seen = [reason for reason, _ in judged if reason is not None], {}, set()
     for wikidata_id, vector in good:
         if len(versions[wikidata_id]) > 1:
-            expected_reasons.append("id: conflicting lines share one id")
+            expected_reasons.append(grammar.conflicting_lines("id"))
         elif wikidata_id in seen:
             expected_reasons.append(grammar.REPEATED_VECTOR)
         else:

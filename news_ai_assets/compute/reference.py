@@ -116,12 +116,12 @@ def vector_line(line: bytes, kind: str) -> tuple[str | None, tuple[str, list[flo
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
-        return "line: invalid UTF-8", None
+        return grammar.INVALID_UTF8, None
     fields = text.rstrip(" \t\r").split("\t")
     if len(fields) != grammar.VECTOR_DIMENSION + 1:
         return f"line: {grammar.VECTOR_FIELD_COUNT_PROBLEM}", None
     if not re.fullmatch(grammar.VECTOR_IDS[kind], fields[0]):
-        return f"id: not {grammar.VECTOR_IDS[kind][0]} followed by digits", None
+        return grammar.vector_id_problem(kind), None
     vector = []
     for value in fields[1:]:
         try:
@@ -436,14 +436,12 @@ def entity_features(article: dict, vectors: dict[str, list[float]]) -> dict:
     }
 
 
-def read_vector_file(path: Path) -> dict[str, list[float]]:
-    """WikidataId -> vector of a well-formed entity_embedding.vec (the first line of an id wins)."""
+def read_vector_file(path: Path, kind: str = "entity") -> dict[str, list[float]]:
+    """Id -> vector of the well-formed lines of a .vec file (the first line of an id wins)."""
     vectors = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.rstrip().split("\t")
-            if fields[0]:
-                vectors.setdefault(fields[0], [float(x) for x in fields[1:]])
+    for line in path.read_bytes().split(b"\n"):
+        if line.strip(b" \t\r") and (parsed := vector_line(line, kind)[1]) is not None:
+            vectors.setdefault(*parsed)
     return vectors
 
 

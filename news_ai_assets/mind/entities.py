@@ -69,10 +69,10 @@ def _parse_file(file: VectorFile, content: bytes) -> tuple[pl.DataFrame, pl.Data
     non_blank = lines.filter(pl.col("text").is_null() | (pl.col("text").str.strip_chars(" \t\r") != ""))
     checked = non_blank.with_columns(fields.list.first().alias("wikidata_id"), values.alias("vector"),
                                      well_formed.alias("well_formed")).with_columns(
-        pl.when(pl.col("text").is_null()).then(pl.lit("line: invalid UTF-8"))
+        pl.when(pl.col("text").is_null()).then(pl.lit(grammar.INVALID_UTF8))
         .when(pl.col("vector").list.len() != DIMENSION).then(pl.lit(f"line: {grammar.VECTOR_FIELD_COUNT_PROBLEM}"))
         .when(~pl.col("wikidata_id").str.contains(f"^{grammar.VECTOR_IDS[file.kind]}$"))
-        .then(pl.lit(f"id: not {grammar.VECTOR_IDS[file.kind][0]} followed by digits"))
+        .then(pl.lit(grammar.vector_id_problem(file.kind)))
         .when(~pl.col("well_formed") | pl.col("vector").list.eval(pl.element().is_null() | ~pl.element().is_finite()).list.any())
         .then(pl.lit(f"values: {grammar.VECTOR_VALUE_PROBLEM}"))
         .alias("reason")
@@ -85,7 +85,7 @@ def _parse_file(file: VectorFile, content: bytes) -> tuple[pl.DataFrame, pl.Data
     repeats = good.filter(pl.col("line").rank("ordinal").over("wikidata_id") > 1).get_column("line")
     checked = checked.with_columns(
         pl.when(pl.col("reason").is_not_null()).then(pl.col("reason"))
-        .when(pl.col("wikidata_id").is_in(conflicting.implode())).then(pl.lit("id: conflicting lines share one id"))
+        .when(pl.col("wikidata_id").is_in(conflicting.implode())).then(pl.lit(grammar.conflicting_lines("id")))
         .when(pl.col("line").is_in(repeats.implode())).then(pl.lit(grammar.REPEATED_VECTOR))
         .alias("reason")
     )

@@ -69,8 +69,20 @@ VECTOR_FIELD_COUNT_PROBLEM = f"expected an id and {VECTOR_DIMENSION} values"
 REPEATED_VECTOR = "line: the same id and vector as an earlier line"
 
 
+INVALID_UTF8 = "line: invalid UTF-8"
+
+
 def field_count_problem(expected: int, too_many: bool) -> str:
     return f"line: too {'many' if too_many else 'few'} fields (expected {expected})"
+
+
+def conflicting_lines(key: str) -> str:
+    """The reason for every line of a key whose lines disagree: nothing says which is right."""
+    return f"{key}: conflicting lines share one {key}"
+
+
+def vector_id_problem(kind: str) -> str:
+    return f"id: not {VECTOR_IDS[kind][0]} followed by digits"
 
 
 class _NotTheGrammar(ValueError):

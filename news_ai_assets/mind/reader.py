@@ -249,7 +249,7 @@ def _parse(
     run(
         f"""CREATE OR REPLACE TEMP TABLE checked AS {cte}
         SELECT {columns},
-            coalesce(reason, CASE WHEN d.versions > 1 THEN '{key}: conflicting lines share one {key}'
+            coalesce(reason, CASE WHEN d.versions > 1 THEN '{grammar.conflicting_lines(key)}'
                                   WHEN d.versions = 1 THEN '{grammar.DUPLICATE_LINE}' END) AS reject_reason,
             CASE WHEN reject_reason IS NOT NULL THEN raw_line END AS raw_line
         FROM validated LEFT JOIN duplicated d ON validated.{key} = d.duplicate_key"""
