@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py --scale small        # ~16 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --scale large        # ~50 minutes on 2 cores, 16 GiB, plus 5 to generate
 
-Every run is its own process, as users run it (`dagster asset materialize`), measured for wall
+Every run is its own process, as users run it (`dg launch`), measured for wall
 time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from the run's events.
 
 1. Generates (or reuses) MIND-format data at the scale (`tiny`, `small`, `large`).
@@ -75,9 +75,8 @@ def materialize(partitions: list[str], env: dict, log: Path) -> dict:
         bounds = (["--partition", partitions[0]] if len(partitions) == 1
                   else ["--partition-range", f"{partitions[0]}...{partitions[-1]}"])
         selection = DAILY_ASSETS
-    dagster = str(Path(sys.executable).parent / "dagster")
-    return measured([dagster, "asset", "materialize", "-m", "news_ai_assets.definitions", "--select", selection, *bounds],
-                    env, log)
+    dg_cli = str(Path(sys.executable).parent / "dg")
+    return measured([dg_cli, "launch", "-m", "news_ai_assets.definitions", "--assets", selection, *bounds], env, log)
 
 
 def last_run_steps(home: Path) -> dict[str, dict]:

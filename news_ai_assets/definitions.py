@@ -1,4 +1,4 @@
-"""The Dagster code location: `dagster dev` and `dagster asset materialize -m news_ai_assets.definitions`."""
+"""The Dagster code location: `dg dev -w workspace.yaml` and `dg launch -m news_ai_assets.definitions`."""
 
 import datetime as dt
 
@@ -8,6 +8,7 @@ from dagster_deltalake import LocalConfig, S3Config
 from news_ai_assets.assets import bronze, entities, features, gold, impressions, silver
 from news_ai_assets.assets.common import DAILY_ASSETS
 from news_ai_assets.resources import EmbeddingModel, MindSource
+from news_ai_assets.run_console import LOGGER_CONFIG, RUN_LOGGERS
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage.database import Database
 from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
@@ -22,6 +23,13 @@ mind_features_job = dg.define_asset_job(
     selection=dg.AssetSelection.from_string(DAILY_ASSETS),
     description="Every daily asset of the graph for the selected day(s) (the evaluation, which reads the train and "
                 "dev days, is materialised apart).",
+    config=LOGGER_CONFIG,
+)
+all_assets_job = dg.define_asset_job(
+    "all_assets_job",
+    selection=dg.AssetSelection.all(),
+    description="Every asset, the evaluation included: over the default range, what the demo runs.",
+    config=LOGGER_CONFIG,
 )
 
 
@@ -55,7 +63,7 @@ def database() -> Database:
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[mind_features_job],
+    jobs=[mind_features_job, all_assets_job],
     schedules=[mind_features_job_schedule],
     resources={
         **storage_resources(),
@@ -70,6 +78,8 @@ defs = dg.Definitions(
             sample_dir=str(SETTINGS.sample_dir),
         ),
     },
+    # A line per step in the terminal, the full event log in a file (run_console.py).
+    loggers=RUN_LOGGERS,
     # One process per run: the embedding model loads once, and a run on DuckDB holds the file throughout.
     executor=dg.in_process_executor,
 )

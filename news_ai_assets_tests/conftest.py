@@ -28,6 +28,17 @@ def tiny_mind(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_graph(tmp_path_factory, tiny_mind) -> Path:
+    """A DuckDB file holding every daily asset of the tiny sample for the train days and the dev day
+    (2019-11-09..15). Shared: copy it before writing to it."""
+    from news_ai_assets_tests.pipeline import materialize
+
+    database = tmp_path_factory.mktemp("tiny_graph") / "graph.duckdb"
+    materialize(database, tiny_mind, "2019-11-09", "2019-11-15")
+    return database
+
+
 @pytest.fixture
 def real_mind() -> Path:
     if not (REAL_SUBSET / "MINDsmall_train" / "behaviors.tsv").exists():

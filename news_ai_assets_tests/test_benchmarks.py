@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import sql_floor
+from news_ai_assets.mind import sample
+from news_ai_assets_tests.doc_blocks import clean_env, run_bash, user_folder
 from news_ai_assets_tests.pipeline import materialize, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +25,9 @@ def test_the_sql_floor_computes_one_row_per_candidate(tmp_path, tiny_mind):
 
 @pytest.mark.slow
 def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
-    completed = subprocess.run(
-        [sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--data", tiny_mind, "--results", tmp_path],
-        capture_output=True, text=True, timeout=900,
-    )
+    # docs/benchmark.md's command, with the data and the report in temporary folders
+    completed = run_bash("benchmark", ROOT, clean_env(), timeout=900,
+                         replace={"--scale tiny": f"--scale tiny --data {tiny_mind} --results {tmp_path}"})
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     results = json.loads((tmp_path / "tiny" / "results.json").read_text())
     assert {"one_run", "no_inference_run", "daily_next_day", "floor", "floor_ratio", "baseline"} <= set(results)
@@ -35,6 +36,7 @@ def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
     assert (tmp_path / "tiny" / "report.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_a_failed_run_stops_the_benchmark_with_a_report_of_what_ran(tmp_path):
     empty = tmp_path / "no_mind_files"
     empty.mkdir()
@@ -44,21 +46,18 @@ def test_a_failed_run_stops_the_benchmark_with_a_report_of_what_ran(tmp_path):
     )
     assert completed.returncode != 0
     results = json.loads((tmp_path / "tiny" / "results.json").read_text())
-    assert "dagster asset materialize" in results["failed"] and "one_run" not in results
+    assert "dg launch" in results["failed"] and "one_run" not in results
     assert "Stopped early" in (tmp_path / "tiny" / "results.md").read_text()
     assert "holds no MIND split folder" in (tmp_path / "tiny" / "runs.log").read_text()
 
 
 @pytest.mark.slow
 def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path, tiny_mind):
-    out = tmp_path / "rows.json"
-    completed = subprocess.run(
-        [sys.executable, ROOT / "benchmarks" / "gpu_embeddings.py", "--device", "cpu", "--texts", "40", "--repeats", "1",
-         "--precisions", "fp32", "fp16", "--news", *sorted(tiny_mind.glob("*/news.tsv")), "--out", out],
-        capture_output=True, text=True, timeout=600,
-    )
+    folder = user_folder(tmp_path)  # docs/benchmark.md's command, after the demo wrote its sample
+    sample.generate(folder / "data" / "sample_mind" / "demo", "demo")
+    completed = run_bash("embedding-benchmark", folder, clean_env(), timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    rows = {(row["path"], row["option"]): row for row in json.loads(out.read_text())}
+    rows = {(row["path"], row["option"]): row for row in json.loads((folder / "embedding_rows.json").read_text())}
     assert rows[("sentence-transformers encode()", "torch/fp32")]["texts/s"] > 0
     for option in ("torch/fp32", "openvino/fp32"):
         assert rows[("Encoder", option)]["min cosine (sentence-transformers fp32 here)"] >= 0.99999

@@ -125,6 +125,7 @@ def assert_same_tables(expected: Database, actual: Database, ids_as_tokens: bool
         assert not differing, f"{table}: {', '.join(differing)}"
 
 
+@pytest.mark.slow
 def test_the_graph_on_local_delta_tables_equals_the_duckdb_file(tmp_path, tiny_mind):
     """A range run and a daily run after it, on both storages: the same rows in every table."""
     duck, delta = tmp_path / "p.duckdb", DeltaDatabase(uri=str(tmp_path / "delta"))
@@ -401,8 +402,8 @@ def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_pa
     duck = tmp_path / "reference.duckdb"
     reference = {**env, "NEWS_AI_STORAGE": "duckdb", "NEWS_AI_DUCKDB_PATH": str(duck),
                  "DAGSTER_HOME": str(_dagster_home(tmp_path / "reference_home"))}
-    subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "news_ai_assets.definitions",
-                    "--select", "*", "--partition-range", "2019-11-09...2019-11-22"], cwd=ROOT, env=reference,
+    subprocess.run([str(Path(sys.executable).parent / "dg"), "launch", "-m", "news_ai_assets.definitions",
+                    "--assets", "*", "--partition-range", "2019-11-09...2019-11-22"], cwd=ROOT, env=reference,
                    capture_output=True, check=True)
     assert_same_tables(DuckDBDatabase(database=str(duck)), DeltaDatabase(uri=uri), ids_as_tokens=True)
     with DeltaDatabase(uri=uri).connect() as conn:  # the evaluation ran once its train and dev days were stored

@@ -45,4 +45,4 @@ def test_a_missing_window_partition_fails_loudly(tmp_path, tiny_mind):
     failure = result.failure_data_for_node("features__user_features").error.message
     assert "bronze/behaviors has never been materialised in" in failure
     assert "for 2019-11-09, 2019-11-10, 2019-11-11, which this run reads" in failure
-    assert "--select '*' --partition-range 2019-11-09...2019-11-11" in failure
+    assert "--assets '*' --partition-range 2019-11-09...2019-11-11" in failure

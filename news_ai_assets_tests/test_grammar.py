@@ -18,6 +18,7 @@ from news_ai_assets.mind.reader import SplitDir, parse_behaviors, parse_news
 from news_ai_assets.storage.duckdb_config import open_duckdb
 from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.conftest import REAL_SUBSET
+from news_ai_assets_tests.fuzz import examples
 
 FIELDS = {
     "behaviors": {f.name for f in grammar.BEHAVIOR_FIELDS},
@@ -208,7 +209,7 @@ def test_mutated_lines_read_as_the_grammar_says(tmp_path_factory, tiny_mind, kin
     if split == "test":  # unlabelled impressions, as the test split has them
         source = [re.sub(rb"-[01](?=\s|$)", b"", line) for line in source]
 
-    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=examples(50), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(st.data())
     def check(data):
         lines = list(source)

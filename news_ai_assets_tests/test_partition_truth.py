@@ -80,7 +80,7 @@ def test_the_lookback_is_checked_in_the_database_not_in_run_history(tmp_path, ti
     message = result.failure_data_for_node("features__user_features").error.message
     assert "bronze/behaviors has never been materialised in" in message
     assert "for 2019-11-09, 2019-11-10, 2019-11-11, which this run reads" in message
-    assert "--select '*' --partition-range 2019-11-09...2019-11-11" in message
+    assert "--assets '*' --partition-range 2019-11-09...2019-11-11" in message
     with connect(db, read_only=True) as conn:
         tables = {t for (t,) in conn.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
     assert "features.user_features" not in tables and "silver.training_examples" not in tables
@@ -91,8 +91,8 @@ def test_a_lookback_that_reaches_raw_days_before_the_first_partition_fails(tmp_p
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NEWS_AI_MIND_DIR": str(tiny_mind),
            "NEWS_AI_DUCKDB_PATH": str(tmp_path / "late.duckdb"), "NEWS_AI_START_DATE": "2019-11-11"}
     completed = subprocess.run(
-        [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "news_ai_assets.definitions",
-         "--select", "bronze/behaviors,bronze/news,features/user_features", "--partition", "2019-11-11"],
+        [Path(sys.executable).parent / "dg", "launch", "-m", "news_ai_assets.definitions",
+         "--assets", "bronze/behaviors,bronze/news,features/user_features", "--partition", "2019-11-11"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     output = completed.stdout + completed.stderr

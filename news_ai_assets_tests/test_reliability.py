@@ -76,7 +76,7 @@ def _cli(home: Path, env: dict, *args: str) -> subprocess.Popen:
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     return subprocess.Popen(
-        [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "news_ai_assets.definitions", *args],
+        [Path(sys.executable).parent / "dg", "launch", "-m", "news_ai_assets.definitions", *args],
         cwd=home, env={**env, "DAGSTER_HOME": str(home)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -101,9 +101,9 @@ def test_two_runs_on_one_file_take_turns_for_their_whole_length(tmp_path, tiny_m
     saying for what, and none of its writes falls between the first run's."""
     db = tmp_path / "shared.duckdb"
     env = {**os.environ, "NEWS_AI_MIND_DIR": str(tiny_mind), "NEWS_AI_DUCKDB_PATH": str(db), "NEWS_AI_EMBEDDING_DEVICE": "cpu"}
-    first = _cli(tmp_path / "home_a", env, "--select", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-11")
+    first = _cli(tmp_path / "home_a", env, "--assets", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-11")
     holder = _holder(db)
-    second = _cli(tmp_path / "home_b", env, "--select", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-11")
+    second = _cli(tmp_path / "home_b", env, "--assets", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-11")
     outputs = [process.communicate(timeout=600)[0] for process in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs[1][-3000:]
     assert f"another run holds it, run {holder['run_id']} (PID {first.pid}" in outputs[1]
@@ -121,12 +121,12 @@ def test_a_killed_run_blocks_nothing_and_is_marked_failed(tmp_path, tiny_mind):
     at once, and the dead run no longer shows as running."""
     db, home = tmp_path / "k.duckdb", tmp_path / "home"
     env = {**os.environ, "NEWS_AI_MIND_DIR": str(tiny_mind), "NEWS_AI_DUCKDB_PATH": str(db), "NEWS_AI_EMBEDDING_DEVICE": "cpu"}
-    doomed = _cli(home, env, "--select", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-12")
+    doomed = _cli(home, env, "--assets", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-12")
     holder = _holder(db)
     time.sleep(3)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    after = _cli(home, env, "--select", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-12")
+    after = _cli(home, env, "--assets", DAILY_ASSETS, "--partition-range", "2019-11-09...2019-11-12")
     output = after.communicate(timeout=300)[0]
     assert after.returncode == 0, output[-3000:]
     assert "ended without releasing it: its process died. It is marked failed now." in output
@@ -135,6 +135,7 @@ def test_a_killed_run_blocks_nothing_and_is_marked_failed(tmp_path, tiny_mind):
     assert read_table(db, "silver.training_examples").get_column("date").n_unique() == 4
 
 
+@pytest.mark.slow
 def test_fill_order_moves_vectors_by_at_most_1e6_and_a_warm_cache_by_nothing(tmp_path, tiny_mind):
     """A vector's last bits depend on the batch it was encoded in, so databases filled in different
     orders agree to 1e-6, not bit for bit; re-materialising over a warm cache changes no bit."""

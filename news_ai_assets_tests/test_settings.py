@@ -81,8 +81,8 @@ def test_the_cli_refuses_a_bad_setting_before_any_run(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "NEWS_AI_LOOKBACK_DAYS": "100000000000",
            "NEWS_AI_DUCKDB_PATH": str(tmp_path / "never.duckdb")}
     completed = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m",
-         "news_ai_assets.definitions", "--select", "bronze/behaviors", "--partition", "2019-11-12"],
+        [os.path.join(os.path.dirname(sys.executable), "dg"), "launch", "-m",
+         "news_ai_assets.definitions", "--assets", "bronze/behaviors", "--partition", "2019-11-12"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode != 0

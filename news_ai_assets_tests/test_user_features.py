@@ -7,6 +7,7 @@ from news_ai_assets.compute import reference
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS, user_features_for_day
 from news_ai_assets.mind.reader import discover_splits, read_behaviors, read_news
 from news_ai_assets_tests.compare import assert_rows_match
+from news_ai_assets_tests.fuzz import examples
 
 ALL_DAYS = (dt.date(2019, 11, 1), dt.date(2019, 12, 1))
 
@@ -132,7 +133,7 @@ def test_small_generated_cases_match_reference():
         rows.append(_impression(draw, len(rows) + 1, day))  # someone is active on D
         return rows, draw(st.sampled_from([1, 2, 7]))
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(cases())
     def check(case):
         rows, lookback = case

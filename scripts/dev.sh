@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Starts the Dagster UI and daemon (`dagster dev`, http://127.0.0.1:3000) on the run history in
-# .dagster_home (or $DAGSTER_HOME); run ./scripts/demo.sh first. Extra arguments go to `dagster dev`.
+# Starts the Dagster UI and daemon (`dg dev`, http://127.0.0.1:3000) on the run history in .dagster_home
+# (or $DAGSTER_HOME); run ./scripts/demo.sh first. Extra arguments go to `dg dev`.
 # It runs from inside DAGSTER_HOME, next to the instance's dagster.yaml: started from the repository
-# root, `dagster dev` would warn that ./dagster.yaml is not the file in use.
+# root, `dg dev` would warn that ./dagster.yaml is not the file in use.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -14,4 +14,4 @@ mkdir -p "$DAGSTER_HOME"
 export NEWS_AI_DUCKDB_PATH="$(realpath -m "${NEWS_AI_DUCKDB_PATH:-data/news_ai.duckdb}")"
 if [ -n "${NEWS_AI_MIND_DIR:-}" ]; then export NEWS_AI_MIND_DIR="$(realpath -m "$NEWS_AI_MIND_DIR")"; fi
 cd "$DAGSTER_HOME"
-exec "$root/.venv/bin/dagster" dev -w "$root/workspace.yaml" "$@"
+exec "$root/.venv/bin/dg" dev -w "$root/workspace.yaml" "$@"

@@ -8,8 +8,8 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days, preview,
-    run_metadata, sql_checks, stored_as, timed,
+    PARTITIONED_TABLE, Progress, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days,
+    preview, run_metadata, sql_checks, stored_as, timed,
 )
 from news_ai_assets.compute.bronze import news_for_days
 from news_ai_assets.mind.reader import BEHAVIOR_DESCRIPTIONS, NEWS_DESCRIPTIONS, SPLITS, MindInputError, SplitDir
@@ -49,7 +49,11 @@ def _rejects_by_field(conn, files: list[str]) -> pl.DataFrame:
 def _stage(context: dg.AssetExecutionContext, database: Database, kind: str, splits: list[SplitDir]):
     """Stages the splits' `kind` files; returns them and the run's metadata about them."""
     with timed(context, f"run_stage_{kind}") as timing, database.connect() as conn:
-        staged = [stage(database, conn, kind, split, context.log) for split in splits]
+        sizes = [split.file(f"{kind}.tsv").stat().st_size / 2**20 for split in splits]
+        progress, staged = Progress(context, f"{kind} files staged", sum(sizes), "MiB", every_s=0), []
+        for split, size in zip(splits, sizes, strict=True):
+            staged.append(stage(database, conn, kind, split, context.log))
+            progress.advance(size)
         rejected = sum(s.rejects for s in staged)
         files = [s.source_file for s in staged]
         by_field = _rejects_by_field(conn, files) if rejected else None

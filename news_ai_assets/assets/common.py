@@ -106,6 +106,50 @@ def timed(context: dg.AssetExecutionContext, what: str) -> Iterator[dict]:
     record.update(recorded_time(context, what, time.perf_counter() - started))
 
 
+@dataclass(frozen=True)
+class ProgressReport:
+    """Where long work stands: `done` of `total` `unit`, its rate so far and the seconds left at that rate."""
+
+    what: str
+    done: float
+    total: float
+    unit: str
+    per_second: float
+    seconds_left: float | None
+
+    def __str__(self) -> str:
+        left = "" if self.seconds_left is None else f", {format_seconds(self.seconds_left)} left"
+        share = self.done / self.total if self.total else 1.0
+        return (f"{self.what}: {self.done:,.0f} of {self.total:,.0f} {self.unit} ({share:.0%}), "
+                f"{self.per_second:,.1f} {self.unit}/s{left}")
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
+
+
+class Progress:
+    """Reports long work to the run's log (the UI's run page) every `every_s` seconds and when it ends:
+    done of total, rate, time left. The record carries the ProgressReport as `progress`, which the
+    terminal's logger (news_ai_assets/run_console.py) draws as a bar."""
+
+    def __init__(self, context: dg.AssetExecutionContext, what: str, total: float, unit: str, every_s: float = 5.0):
+        self._log, self._what, self._total, self._unit, self._every_s = context.log, what, total, unit, every_s
+        self._done, self._started = 0.0, time.perf_counter()
+        self._reported = self._started
+
+    def advance(self, amount: float = 1) -> None:
+        self._done += amount
+        now = time.perf_counter()
+        if self._done >= self._total or now - self._reported >= self._every_s:
+            self._reported = now
+            per_second = self._done / max(now - self._started, 1e-9)
+            left = (self._total - self._done) / per_second if per_second else None
+            report = ProgressReport(self._what, self._done, self._total, self._unit, per_second, left)
+            self._log.info(str(report), extra={"progress": report})
+
+
 def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
     """The days of the run's partition window (one, or a backfill's range)."""
     window = context.partition_time_window

@@ -9,8 +9,8 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days, preview,
-    recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
+    PARTITIONED_TABLE, Progress, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days,
+    preview, recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
     CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,
@@ -221,17 +221,13 @@ def text_embeddings(
     encoder, seconds = None, 0.0
     if todo.height:
         encoder = embedding_model.encoder(context.log)
-        started = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            context.log.info(f"embedded {done}/{total} texts ({rate:.0f} texts/s)")
-
+        started, progress = time.perf_counter(), Progress(context, "texts embedded", todo.height, "texts")
         todo_hashes, stored = todo.get_column("text_hash").to_list(), 0
-        for vectors in encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size, progress):
+        for vectors in encoder.encode(todo.get_column("text").to_list(), embedding_model.batch_size):
             database.add_new_rows(*CACHE_TABLE, cache_rows(key, todo_hashes[stored : stored + len(vectors)], vectors),
                                   CACHE_KEY)
             stored += len(vectors)
+            progress.advance(len(vectors))
         seconds = time.perf_counter() - started
     with database.connect() as conn:
         dimension = embedding_dimension(conn, key)

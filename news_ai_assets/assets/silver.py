@@ -15,7 +15,7 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    SqlCheck, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, preview,
+    Progress, SqlCheck, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, preview,
     require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory, unique_rows,
 )
 from news_ai_assets.assets.entities import ENTITY_FEATURES
@@ -97,6 +97,7 @@ def training_examples(
         return day, started, facts, next(chunks), chunks
 
     def day_rows():
+        progress = Progress(context, "days computed and stored", len(days), "days", every_s=0)
         # The next day is read and set up while this one's chunks are computed and stored.
         for day, started, facts, head, chunks in computed_ahead(map(prepared, days)):
             if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:
@@ -106,12 +107,13 @@ def training_examples(
                 schema = _wide_schema(head, user_features, news_features)
                 context.add_asset_metadata({"columns": len(schema), "dagster/column_schema": column_schema(schema, SILVER_DESCRIPTIONS)})
             chunks = itertools.chain([head], computed_ahead(chunks))  # the next chunk computed while this one is stored
-            yield day, rows_as_stream(_recorded(context, day, chunks, facts, started))
+            yield day, rows_as_stream(_recorded(context, day, chunks, facts, started, progress))
 
     return DayRows(day_rows())
 
 
-def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict, started: float) -> Iterator[pl.DataFrame]:
+def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict, started: float,
+              progress: Progress) -> Iterator[pl.DataFrame]:
     """Passes a day's chunks on, then records that day's metadata: `facts`, its preview, the seconds
     its rows took to compute and store (the IO manager inserts them as they come) and the peak RSS."""
     shown = None
@@ -120,6 +122,7 @@ def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict
         yield chunk
     day_metadata(context, day, {**facts, **time_and_memory("compute_and_write", time.perf_counter() - started),
                                 "preview": shown})
+    progress.advance()
 
 
 # The checks read what this asset stores; the features joined on by the view are checked where they are stored.

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +146,10 @@ class Encoder:
         )
 
     def _load(self):
+        import transformers
         from sentence_transformers import SentenceTransformer
 
+        transformers.logging.disable_progress_bar()  # its weight-loading bar would cut into a run's own lines
         location = model_location(self.spec.model)
         try:
             with _offline():
@@ -204,8 +206,7 @@ class Encoder:
                     yield out
 
     def encode(
-        self, texts: list[str], batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-        chunk_size: int | None = None,
+        self, texts: list[str], batch_size: int | None = None, chunk_size: int | None = None,
     ) -> Iterator[np.ndarray]:
         """L2-normalised float32 vectors, chunk by chunk, so callers can store progress as it is made.
         batch_size None: the device's default (DEFAULT_BATCH_SIZES). A chunk (default: 8 batches, at
@@ -217,15 +218,11 @@ class Encoder:
             results = (self._openvino.encode(chunk, batch_size) for chunk in chunks)
         else:
             results = self._torch_chunks(chunks, batch_size)
-        done = 0
         for vectors in results:
             vectors = np.asarray(vectors, dtype=np.float32)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
                 raise EmbeddingModelError("the model returned a non-finite or zero vector; refusing to store it")
-            done += len(vectors)
-            if progress:
-                progress(done, len(texts))
             yield vectors / norms
 
 

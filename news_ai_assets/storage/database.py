@@ -94,7 +94,7 @@ def describe_days(days: Sequence[dt.date]) -> str:
 
 def materialize_command(asset: str, days: Sequence[dt.date]) -> str:
     span = f"--partition {days[0]}" if len(days) == 1 else f"--partition-range {min(days)}...{max(days)}"
-    return f"dagster asset materialize -m news_ai_assets.definitions --select '{asset}' {span}"
+    return f"dg launch -m news_ai_assets.definitions --assets '{asset}' {span}"
 
 
 def require_written(conn: duckdb.DuckDBPyConnection, schema: str, table: str, days: Sequence[dt.date],
