@@ -201,3 +201,11 @@ def test_the_silver_checks_tab_shows_passed_checks_never_skipped(dagster_dev):
     checks = len(next(c for c in all_checks if c.node_def.name == "silver__training_examples_checks").check_keys)
     assert f"Checks ({checks})" in page and page.count("Succeeded") >= checks and "Passed" in page, page[-3000:]
     assert "Skipped" not in page
+
+
+def test_the_evaluations_page_shows_its_metrics(dagster_dev):
+    """A screenshot for review at a laptop's 1600 pixels: the evaluation's table, a metric per row."""
+    path = "/assets/gold/ranker_evaluation?view=events"
+    _screenshot(dagster_dev, path, "ranker_evaluation.png")
+    page = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", _chromium(dagster_dev, path, "--dump-dom").stdout)))
+    assert "group_auc_lift_over_popularity" in page and "ranker_ndcg_10" in page, page[-3000:]
