@@ -126,7 +126,7 @@ class StepLines(logging.Handler):
                     f"{report.what}")
             bar_width = max(10, width - len(text) - 8)
             filled = round(bar_width * share)
-            self._stream.write(f"\r\x1b[2K  [{'█' * filled}{'·' * (bar_width - filled)}] {text}"[: width + 1])
+            self._stream.write("\r\x1b[2K" + f"  [{'█' * filled}{'·' * (bar_width - filled)}] {text}"[:width])
             self._stream.flush()
             self._bar_shown = True
         elif step is None or time.perf_counter() - step.last_progress_line >= QUIET_PROGRESS_S:
