@@ -75,7 +75,8 @@ class StepLines(logging.Handler):
         elif event is not None:
             self._event(event, meta)
         elif record.levelno >= logging.WARNING:
-            self._once(meta.get("run_id"), f"{'!' if record.levelno == logging.WARNING else 'x'} {meta.get('orig_message', record.getMessage())}")
+            mark = "!" if record.levelno == logging.WARNING else "x"
+            self._once(meta.get("run_id"), f"{mark} {meta.get('orig_message', record.getMessage())}")
 
     def _event(self, event: dg.DagsterEvent, meta: dict) -> None:
         kind, step_key = event.event_type_value, event.step_key
@@ -99,7 +100,8 @@ class StepLines(logging.Handler):
             self.say(self._step_line(step_key, self._steps.pop(step_key)))
         elif kind.endswith("_FAILURE"):  # a step's, a resource's or the run's
             self._steps.pop(step_key, None)
-            self._once(meta.get("run_id"), f"x {step_key or 'run'} failed: {_first_cause(getattr(event.event_specific_data, 'error', None))}")
+            cause = _first_cause(getattr(event.event_specific_data, "error", None))
+            self._once(meta.get("run_id"), f"x {step_key or 'run'} failed: {cause}")
         elif kind == "STEP_SKIPPED":
             self.say(f"- {step_key} skipped: an upstream step failed or a blocking check did not pass")
 
@@ -170,7 +172,7 @@ def step_lines(init_context: dg.InitLoggerContext) -> logging.Logger:
 
 
 @dg.logger(config_schema={"log_level": LEVEL},
-           description="Every record of the run, as Dagster's console logger prints it, in $DAGSTER_HOME/logs/<run id>.log.")
+           description="Every record of the run, as Dagster's console prints it, in $DAGSTER_HOME/logs/<run id>.log.")
 def event_log_file(init_context: dg.InitLoggerContext) -> logging.Logger:
     path = event_log_path(init_context.run_id or "no-run")
     path.parent.mkdir(parents=True, exist_ok=True)

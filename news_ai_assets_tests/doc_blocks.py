@@ -39,14 +39,16 @@ def doc_block(name: str) -> str:
     return block.text
 
 
-def run_bash(name: str, cwd: Path, env: dict, timeout: float, replace: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Runs the block with bash (stopping at the first failure) in `cwd`, as a user pastes it (after `replace`, for placeholders)."""
+def run_bash(name: str, cwd: Path, env: dict, timeout: float,
+             replace: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs the block with bash (stopping at the first failure) in `cwd`, as a user pastes it (after
+    `replace`, for placeholders)."""
     script = doc_block(name)
     for old, new in (replace or {}).items():
         assert old in script, f"{old!r} is not in the block {name}"
         script = script.replace(old, new)
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def user_folder(path: Path) -> Path:

@@ -30,3 +30,10 @@ def test_one_assets_days(tiny_graph):
     counts = read_table(tiny_graph, "silver.impressions").group_by("date").len()
     for day, rows in counts.iter_rows():
         assert any(line.startswith(f"| {day} ") and line.rstrip(" |").endswith(f" {rows}") for line in lines)
+
+
+def test_a_database_nothing_was_written_to_stops_the_summary_naming_it(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "news_ai_assets.summary"], capture_output=True, text=True,
+                          env=clean_env(NEWS_AI_DUCKDB_PATH=str(tmp_path / "elsewhere.duckdb")), timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{tmp_path / 'elsewhere.duckdb'} holds no partition written by this pipeline" in done.stderr

@@ -190,6 +190,12 @@ def _screenshot(dagster_dev, path: str, name: str) -> Path:
     return shot
 
 
+def _page_text(dagster_dev, path: str) -> str:
+    """The page's text as the browser rendered it, whitespace collapsed."""
+    dom = _chromium(dagster_dev, path, "--dump-dom").stdout
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
 def test_a_screenshot_of_the_asset_graph(dagster_dev):
     _screenshot(dagster_dev, "/asset-groups", "asset_graph.png")
 
@@ -197,7 +203,7 @@ def test_a_screenshot_of_the_asset_graph(dagster_dev):
 def test_the_silver_checks_tab_shows_passed_checks_never_skipped(dagster_dev):
     path = "/assets/silver/training_examples?view=checks"
     _screenshot(dagster_dev, path, "silver_checks.png")
-    page = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", _chromium(dagster_dev, path, "--dump-dom").stdout)))
+    page = _page_text(dagster_dev, path)
     checks = len(next(c for c in all_checks if c.node_def.name == "silver__training_examples_checks").check_keys)
     assert f"Checks ({checks})" in page and page.count("Succeeded") >= checks and "Passed" in page, page[-3000:]
     assert "Skipped" not in page
@@ -207,5 +213,5 @@ def test_the_evaluations_page_shows_its_metrics(dagster_dev):
     """A screenshot for review at a laptop's 1600 pixels: the evaluation's table, a metric per row."""
     path = "/assets/gold/ranker_evaluation?view=events"
     _screenshot(dagster_dev, path, "ranker_evaluation.png")
-    page = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", _chromium(dagster_dev, path, "--dump-dom").stdout)))
+    page = _page_text(dagster_dev, path)
     assert "group_auc_lift_over_popularity" in page and "ranker_ndcg_10" in page, page[-3000:]

@@ -10,7 +10,8 @@ import polars as pl
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, Progress, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days,
-    preview, recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed, unique_rows,
+    preview, recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed,
+    unique_rows,
 )
 from news_ai_assets.compute.embeddings import (
     CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,

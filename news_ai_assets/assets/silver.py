@@ -15,8 +15,8 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    Progress, SqlCheck, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days, preview,
-    require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory, unique_rows,
+    Progress, SqlCheck, column_schema, day_metadata, in_partitions, no_rows_where, non_finite_rows, partition_days,
+    preview, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, time_and_memory, unique_rows,
 )
 from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
