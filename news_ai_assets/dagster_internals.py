@@ -13,21 +13,36 @@
 - The step context behind an OutputContext: the IO manager learns each partition's row count only
   when it writes, and attaching a value to one partition's materialisation event is an
   execution-context method (AssetExecutionContext.add_asset_metadata) that OutputContext lacks.
+- execute_step._get_output_asset_events: an output's data version (Output.data_version) is given
+  to every partition of a range run alike, and Dagster has no per-partition one for
+  materialisations (DataVersionsByPartition is for observations). A range run's partitions would
+  all share one version, and re-running one day from unchanged files would make every day after
+  it read "Unsynced". Wrapped so that each partition's event carries the version the asset
+  recorded for it (set_partition_data_versions; see assets/versions.py).
+- CachingStaleStatusResolver: what the UI shows as "Unsynced" and why, for the tests and the
+  summary; Dagster offers it through GraphQL only.
 """
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG, CachingStaleStatusResolver, StaleStatus,
+)
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.execution.plan import execute_step
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
+from dagster._time import get_current_datetime
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 
 __all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluations",
-           "launch_asset_backfill"]
+           "launch_asset_backfill", "set_partition_data_versions", "stale_causes"]
 
 
 def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, object]) -> None:
@@ -77,3 +92,40 @@ def launch_asset_backfill(instance: dg.DagsterInstance, defs: dg.Definitions, pa
     )
     instance.add_backfill(backfill)
     return backfill.backfill_id
+
+
+_partition_data_versions: dict[tuple[str, dg.AssetKey], dict[str, str]] = {}
+_events_with_one_data_version = execute_step._get_output_asset_events
+
+
+def set_partition_data_versions(context: dg.AssetExecutionContext, versions: Mapping[str, str]) -> None:
+    """The data version of each partition (key -> version) for the materialisations of the
+    asset's output in this step (added to those recorded before in the step)."""
+    _partition_data_versions.setdefault((context.run.run_id, context.asset_key), {}).update(versions)
+
+
+def _events_with_partition_data_versions(asset_key, asset_partitions, output, output_def, io_manager_metadata,
+                                         step_context, execution_type) -> Iterator:
+    versions = _partition_data_versions.pop((step_context.run_id, asset_key), {})
+    for event in _events_with_one_data_version(asset_key, asset_partitions, output, output_def, io_manager_metadata,
+                                               step_context, execution_type):
+        version = versions.get(event.partition) if isinstance(event, dg.AssetMaterialization) else None
+        yield event if version is None else event._replace(
+            tags={**event.tags, DATA_VERSION_TAG: version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"})
+
+
+execute_step._get_output_asset_events = _events_with_partition_data_versions
+
+
+def stale_causes(instance: dg.DagsterInstance, assets: Sequence[dg.AssetsDefinition], key: dg.AssetKey,
+                 partition: str | None = None) -> list[str] | None:
+    """Why the UI shows a partition of `assets` as "Unsynced" ([] when fresh, None when never materialised)."""
+    graph = AssetGraph.from_assets(assets)
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    if resolver.get_status(key, partition) == StaleStatus.MISSING:
+        return None
+    return [f"{cause.reason}" + (f": {cause.dependency.asset_key.to_user_string()}[{cause.dependency.partition_key}]"
+                                 if cause.dependency else "")
+            for cause in resolver.get_stale_causes(key, partition)]

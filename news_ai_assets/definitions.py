@@ -7,6 +7,7 @@ from dagster_deltalake import LocalConfig, S3Config
 
 from news_ai_assets.assets import bronze, entities, features, gold, impressions, silver
 from news_ai_assets.assets.common import DAILY_ASSETS
+from news_ai_assets.automation import carry_changes_downstream, impressions_on, mind_files_sensor, run_time_limit
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.run_console import LOGGER_CONFIG, RUN_LOGGERS
 from news_ai_assets.settings import SETTINGS, daily_partitions
@@ -34,15 +35,18 @@ all_assets_job = dg.define_asset_job(
 
 
 @dg.schedule(job=mind_features_job, cron_schedule="0 3 * * *", execution_timezone="UTC")
-def mind_features_job_schedule(context: dg.ScheduleEvaluationContext):
-    """Daily at 03:00 UTC, the day that just ended (the latest complete partition)."""
-    day = (context.scheduled_execution_time - dt.timedelta(days=1)).date().isoformat()
-    if not daily_partitions.has_partition_key(day):
+def mind_features_job_schedule(context: dg.ScheduleEvaluationContext, mind: MindSource):
+    """Daily at 03:00 UTC, the day that just ended (the latest complete partition), with a time
+    limit from its impressions (automation.run_time_limit)."""
+    day = (context.scheduled_execution_time - dt.timedelta(days=1)).date()
+    if not daily_partitions.has_partition_key(day.isoformat()):
         return dg.SkipReason(
             f"{day} is not a partition ({SETTINGS.start_date} .. {SETTINGS.end_date}); set NEWS_AI_START_DATE / "
             "NEWS_AI_END_DATE to a range that includes it"
         )
-    return dg.RunRequest(partition_key=day)
+    folder = mind.watched_folder()
+    return dg.RunRequest(partition_key=day.isoformat(),
+                         tags=run_time_limit({day: impressions_on(folder, day) if folder else 0}))
 
 
 def storage_resources() -> dict[str, dg.ConfigurableResource]:
@@ -65,6 +69,7 @@ defs = dg.Definitions(
     asset_checks=all_checks,
     jobs=[mind_features_job, all_assets_job],
     schedules=[mind_features_job_schedule],
+    sensors=[mind_files_sensor, carry_changes_downstream],
     resources={
         **storage_resources(),
         "embedding_model": EmbeddingModel(

@@ -25,6 +25,13 @@ class MindSource(dg.ConfigurableResource):
         if self.mind_dir:
             discover_splits(Path(self.mind_dir))
 
+    def watched_folder(self) -> Path | None:
+        """The folder of split folders runs read: mind_dir, or the sample once generated (else None)."""
+        if self.mind_dir:
+            return Path(self.mind_dir)
+        target = Path(self.sample_dir) / self.sample_scale
+        return target if (target / "COMPLETE").exists() else None
+
     def split_dirs(self, log) -> list[SplitDir]:
         if self.mind_dir:
             return discover_splits(Path(self.mind_dir))

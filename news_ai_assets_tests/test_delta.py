@@ -4,7 +4,6 @@ on an S3 emulator (moto_server on 127.0.0.1), written by many runs at once."""
 import datetime as dt
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from deltalake.fs import DeltaStorageHandler
 from news_ai_assets.storage.database import Database, StorageWriteError, require_written
 from news_ai_assets.storage.delta_tables import DeltaDatabase, table_uri
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
+from news_ai_assets_tests.doc_blocks import copy_dagster_yaml
 from news_ai_assets_tests.pipeline import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,12 +336,6 @@ def test_runs_extending_a_vocabulary_at_once_never_give_one_id_twice(tmp_path):
     assert sorted(ids.values()) == list(range(1, 10)) and ids["N1"] == 1 and ids["N2"] == 2
 
 
-def _dagster_home(path: Path) -> Path:
-    path.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", path / "dagster.yaml")
-    return path
-
-
 def _unfinished(instance: dg.DagsterInstance, backfill_id: str) -> str:
     """The backfill's runs not yet ended, each with its day and its last event: where a run waits."""
     lines = []
@@ -361,7 +355,7 @@ def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_pa
     """The whole default range as a backfill that Dagster's daemon runs one run per day, several at
     once, against Delta tables on the S3 emulator: every run succeeds (every check passed: they
     block), and every table equals the DuckDB storage's rows for the same graph."""
-    home = _dagster_home(tmp_path / "dagster_home")
+    home = copy_dagster_yaml(tmp_path / "dagster_home")
     uri = f"{s3_bucket}/backfill"
     env = {**os.environ, "DAGSTER_HOME": str(home), "NEWS_AI_STORAGE": "delta", "NEWS_AI_DELTA_URI": uri,
            "NEWS_AI_MIND_DIR": str(tiny_mind), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
@@ -401,7 +395,7 @@ def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_pa
 
     duck = tmp_path / "reference.duckdb"
     reference = {**env, "NEWS_AI_STORAGE": "duckdb", "NEWS_AI_DUCKDB_PATH": str(duck),
-                 "DAGSTER_HOME": str(_dagster_home(tmp_path / "reference_home"))}
+                 "DAGSTER_HOME": str(copy_dagster_yaml(tmp_path / "reference_home"))}
     subprocess.run([str(Path(sys.executable).parent / "dg"), "launch", "-m", "news_ai_assets.definitions",
                     "--assets", "*", "--partition-range", "2019-11-09...2019-11-22"], cwd=ROOT, env=reference,
                    capture_output=True, check=True)

@@ -33,6 +33,7 @@ RUN_BY = {
     "embedding-benchmark": "test_benchmarks.py::test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there",
     "tests": "test_docs.py::test_ci_runs_the_documented_test_command (and CI itself)",
     "deployment-yaml": "test_docs.py::test_the_deployment_yaml_is_a_valid_instance_config",
+    "keeping-current": "test_keeping_current.py::test_a_changed_raw_line_reaches_exactly_the_days_that_read_it_through_the_daemon",
 }
 
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from news_ai_assets.definitions import all_assets, defs, mind_features_job, mind_features_job_schedule
+from news_ai_assets.resources import MindSource
 from news_ai_assets.settings import daily_partitions
 from news_ai_assets.storage.duckdb_file import connect, replace_rows
 from news_ai_assets_tests.pipeline import (
@@ -22,12 +23,18 @@ from news_ai_assets_tests.pipeline import (
 
 @pytest.mark.parametrize(("tick", "partition"), [("2019-11-16T03:00", "2019-11-15"), ("2019-11-10T03:00", "2019-11-09"),
                                                 ("2019-11-09T03:00", None), ("2026-11-26T03:00", None)])
-def test_the_daily_schedule_requests_the_day_that_ended(tick, partition):
+def test_the_daily_schedule_requests_the_day_that_ended(tick, partition, tiny_mind):
     context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC), repository_def=defs.get_repository_def()
+        scheduled_execution_time=dt.datetime.fromisoformat(tick).replace(tzinfo=dt.UTC), repository_def=defs.get_repository_def(),
+        resources={"mind": MindSource(mind_dir=str(tiny_mind), sample_dir=str(tiny_mind / "unused"))},
     )
     result = mind_features_job_schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests or []] == ([partition] if partition else [])
+    for request in result.run_requests or []:  # a time limit from the day's impressions (automation.run_time_limit)
+        impressions = sum(1 for split in tiny_mind.iterdir() for line in (split / "behaviors.tsv").read_text().splitlines()
+                          if dt.datetime.strptime(line.split("\t")[2], "%m/%d/%Y %I:%M:%S %p").date().isoformat() == partition)
+        assert impressions and f"{impressions:,} impressions" in request.tags["news_ai/max_runtime_basis"]
+        assert int(request.tags["dagster/max_runtime"]) == 600 + 60
     if not partition:  # a day outside the range says which range, and which settings move it
         assert "is not a partition (2019-11-09 .. 2019-11-22)" in result.skip_message and "NEWS_AI_END_DATE" in result.skip_message
 

@@ -161,6 +161,21 @@ def test_every_check_partition_reads_passed_after_the_backfill(dagster_dev):
             ], (asset, check["name"])
 
 
+def test_no_partition_reads_unsynced_after_a_rerun_from_the_same_files(dagster_dev):
+    """What the UI shows as "Unsynced", per partition of every daily asset: nothing, after the
+    backfill, the CLI run beside it and one more UI run of bronze/behaviors[2019-11-12]."""
+    rerun = dagster_dev.launch_backfill(["2019-11-12"], ["bronze/behaviors"])
+    assert dagster_dev.wait_for_backfill(rerun) == "COMPLETED_SUCCESS"
+    days = [f"2019-11-{d:02d}" for d in range(9, 23)]
+    for asset in PARTITIONED_ASSETS:
+        node = dagster_dev.graphql(
+            """query($key: AssetKeyInput!, $days: [String!]!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+                 staleStatusByPartition(partitions: $days) staleCausesByPartition(partitions: $days) { reason } } } }""",
+            {"key": {"path": asset.split("/")}, "days": days},
+        )["assetNodeOrError"]
+        assert node["staleStatusByPartition"] == ["FRESH"] * len(days), (asset, node["staleCausesByPartition"])
+
+
 def _browser() -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not browser:
@@ -198,6 +213,13 @@ def _page_text(dagster_dev, path: str) -> str:
 
 def test_a_screenshot_of_the_asset_graph(dagster_dev):
     _screenshot(dagster_dev, "/asset-groups", "asset_graph.png")
+
+
+def test_a_screenshot_of_silvers_partitions_after_the_rerun(dagster_dev):
+    """For review: what the asset's Partitions tab shows after the rerun of one bronze day (above)."""
+    path = "/assets/silver/training_examples?view=partitions&partition=2019-11-13"
+    _screenshot(dagster_dev, path, "silver_partitions.png")
+    assert "Unsynced" not in _page_text(dagster_dev, path)
 
 
 def test_the_silver_checks_tab_shows_passed_checks_never_skipped(dagster_dev):

@@ -11,6 +11,7 @@ from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, Progress, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days,
     preview, run_metadata, sql_checks, stored_as, timed,
 )
+from news_ai_assets.assets.versions import behaviors_day_version, record_versions, rows_version
 from news_ai_assets.compute.bronze import news_for_days
 from news_ai_assets.mind.reader import BEHAVIOR_DESCRIPTIONS, NEWS_DESCRIPTIONS, SPLITS, MindInputError, SplitDir
 from news_ai_assets.resources import MindSource
@@ -73,12 +74,18 @@ def _in(files: list[str]) -> str:
     return f"source_file IN ({', '.join('?' for _ in files)})"
 
 
-@dg.asset(key=BEHAVIORS, group_name="bronze", kinds={"duckdb", "polars"}, **PARTITIONED_TABLE)
+@dg.asset(key=BEHAVIORS, group_name="bronze", kinds={"duckdb", "polars"}, code_version="1", **PARTITIONED_TABLE)
 def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, database: Database) -> DayRows:
     """One row per impression of the day, from every configured MIND split; bad lines go to bronze.rejects."""
     staged, source = _stage(context, database, "behaviors", _split_dirs(context, mind, database))
     run_metadata(context, source)
     files = [s.source_file for s in staged]
+    with database.connect() as conn:
+        contents = conn.execute(f"SELECT date, split, content FROM bronze.source_days WHERE {_in(files)}", files).fetchall()
+    record_versions(context, {
+        day: behaviors_day_version({split: content for date, split, content in contents if date == day})
+        for day in partition_days(context)
+    })
 
     def days():
         with database.connect() as conn:
@@ -109,6 +116,7 @@ NEWS_VIEW = (  # each day's articles, every version of an article stored once in
 
 
 @dg.asset(
+    code_version="1",
     key=NEWS,
     group_name="bronze",
     kinds={"duckdb", "polars"},
@@ -151,7 +159,9 @@ def bronze_news(
             })
             if day == partition_days(context)[0]:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(day_news.schema, NEWS_DESCRIPTIONS)})
-            yield day, day_news.select("date", "news_id", "article_key")
+            day_news = day_news.select("date", "news_id", "article_key")
+            record_versions(context, {day: rows_version(day_news, ["news_id", "article_key"])})
+            yield day, day_news
 
     return DayRows(days())
 

@@ -40,10 +40,24 @@ warnings.filterwarnings("ignore", message=".*Parameter `include_sources` of func
 # days, not one day, so a day's run (or a range before the dev day) leaves it out.
 DAILY_ASSETS = "* and not group:gold"
 
+# A partition is requested when a partition it reads got a new data version (assets/versions.py), and
+# not while what it reads is missing or being written; carry_changes_downstream (automation.py)
+# evaluates it. Partitions the same request also updates (will_be_requested) go in the same pass.
+CARRY_CHANGES = (
+    dg.AutomationCondition.any_deps_match(
+        (dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target())
+        | dg.AutomationCondition.will_be_requested()
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("a partition it reads has a new data version")
+
 PARTITIONED_TABLE = dict(
     partitions_def=daily_partitions,
     backfill_policy=SETTINGS.backfill_policy,
     metadata={"partition_expr": "date"},
+    automation_condition=CARRY_CHANGES,
 )
 
 

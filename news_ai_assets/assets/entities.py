@@ -8,6 +8,7 @@ from news_ai_assets.assets.common import (
     SqlCheck, column_schema, counts_table, day_metadata, no_rows_where, partition_days, preview, run_metadata,
     sql_checks, stored_as, timed,
 )
+from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS
 from news_ai_assets.compute.entity_features import entity_features as compute_entity_features
 from news_ai_assets.mind.entities import Vectors, read_vectors, vector_files
@@ -61,6 +62,7 @@ def _read(context: dg.AssetExecutionContext, database: Database, mind: MindSourc
 
 
 @dg.asset(
+    code_version="1",
     key=ENTITY_FEATURES,
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -74,6 +76,7 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
     vectors, facts = _read(context, database, mind)
     source = facts["entity_source"]
     run_metadata(context, facts)
+    record_input_versions(context, {"entity_files": source})
 
     def days():
         for day in partition_days(context):

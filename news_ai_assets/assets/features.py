@@ -13,6 +13,7 @@ from news_ai_assets.assets.common import (
     preview, recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed,
     unique_rows,
 )
+from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.embeddings import (
     CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,
 )
@@ -55,12 +56,15 @@ def by_day(
     context: dg.AssetExecutionContext, compute: Callable[[dt.date], pl.DataFrame],
     metadata: Callable[[pl.DataFrame], Mapping[str, object]], descriptions: Mapping[str, str],
     run_facts: Mapping[str, object] | None = None, schema: pl.Schema | None = None,
+    configuration: Mapping[str, object] | None = None,
 ) -> DayRows:
     """DayRows of `compute(day)` for each day of the run, each day's metadata recorded with its
     timing, the run's `run_facts`, and the column schema (with `descriptions`): `schema`, or the
-    first day's. The next day is computed while this one is stored (computed_ahead), so `compute`
-    and `metadata` run on a second thread and must not touch the context."""
+    first day's; each day's data version from its inputs' and `configuration` (versions.py). The
+    next day is computed while this one is stored (computed_ahead), so `compute` and `metadata`
+    run on a second thread and must not touch the context."""
     run_metadata(context, run_facts or {})
+    record_input_versions(context, configuration)
 
     def computed(day: dt.date) -> tuple:
         started = time.perf_counter()
@@ -78,6 +82,7 @@ def by_day(
 
 
 @dg.asset(
+    code_version="1",
     key=INTERACTIONS,
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -101,6 +106,7 @@ def interactions(context: dg.AssetExecutionContext, behaviors: StoredDays) -> Da
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "candidate_stats"],
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -117,6 +123,7 @@ def candidate_stats(context: dg.AssetExecutionContext, interactions: StoredDays)
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "user_features"],
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -161,6 +168,7 @@ NEWS_FEATURES_VIEW = (  # each day's articles with the statistics of their versi
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "news_features"],
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -171,6 +179,7 @@ def news_features(context: dg.AssetExecutionContext, news: StoredDays, database:
     """Category, text statistics and entity counts per article of bronze/news[D]. A version of an
     article gets its statistics once, ever, in features.article_features; a day stores its articles."""
     run_metadata(context, {})
+    record_input_versions(context)
 
     def days() -> Iterator:
         for day in partition_days(context):
@@ -197,6 +206,7 @@ TEXT_EMBEDDINGS_VIEW = (  # each day's articles with the vector of their text, f
 
 
 @dg.asset(
+    code_version="1",
     key=["features", "text_embeddings"],
     group_name="features",
     kinds={"duckdb", "pytorch"},
@@ -258,6 +268,7 @@ def text_embeddings(
             "dimension": dimension or 0,
         },
         pl.Schema({"date": pl.Date, "news_id": pl.String, "text_hash": pl.String, "embedding": pl.List(pl.Float32)}),
+        configuration={"model": key, "text_fields": embedding_model.text_fields},
     )
 
 

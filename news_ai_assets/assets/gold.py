@@ -57,6 +57,7 @@ def _wide_rows(stored: str, days: list) -> str:
 
 
 @dg.asset(
+    code_version="1",
     key=EVALUATION,
     group_name="gold",
     kinds={"duckdb", "scikitlearn"},

@@ -20,6 +20,7 @@ NEWS_COLUMNS = ["date", "news_id", "category", "subcategory"]
 
 
 @dg.asset(
+    code_version="1",
     key=VOCABULARY,
     group_name="features",
     kinds={"duckdb", "polars"},
@@ -54,6 +55,7 @@ def vocabulary(context: dg.AssetExecutionContext, news: StoredDays, database: Da
 
 
 @dg.asset(
+    code_version="1",
     key=IMPRESSIONS,
     group_name="silver",
     kinds={"duckdb", "polars"},
@@ -86,6 +88,7 @@ def impressions(context: dg.AssetExecutionContext, behaviors: StoredDays, news: 
         },
         IMPRESSION_DESCRIPTIONS,
         {"history_size": SETTINGS.history_size},
+        configuration={"history_size": SETTINGS.history_size},
     )
 
 

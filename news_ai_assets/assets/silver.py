@@ -20,6 +20,7 @@ from news_ai_assets.assets.common import (
 )
 from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
+from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.silver import (
     CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
 )
@@ -42,6 +43,7 @@ def _wide_schema(first: pl.DataFrame, user_features: StoredDays, news_features: 
 
 
 @dg.asset(
+    code_version="1",
     key=SILVER,
     group_name="silver",
     kinds={"duckdb", "polars"},
@@ -76,6 +78,7 @@ def training_examples(
     """
     require_lookback_before_start_empty(context, database)
     run_metadata(context, {})
+    record_input_versions(context)
     days = partition_days(context)
 
     def prepared(day: dt.date) -> tuple:

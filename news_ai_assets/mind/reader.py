@@ -60,7 +60,13 @@ NEWS_DESCRIPTIONS = {
     "article_key": "MD5 of the article's news.tsv line: one version of an article, stored once in bronze.articles.",
 }
 REJECT_SCHEMA = {"source_file": pl.String, "line": pl.Int64, "reason": pl.String, "raw_line": pl.String}
-SOURCE_DAYS_SCHEMA = {"split": pl.String, "source_file": pl.String, "date": pl.Date, "lines": pl.Int64}
+SOURCE_DAYS_SCHEMA = {"split": pl.String, "source_file": pl.String, "date": pl.Date, "lines": pl.Int64, "content": pl.String}
+# What a day's lines hold, whatever their order: their count and the sum of their 64-bit hashes (the
+# hash the duplicate check computes anyway; an MD5 per line cost ~3 s per million lines more). Staging
+# records it per file and day; the raw-file sensor computes it the same way (day_contents), and
+# bronze/behaviors[D]'s data version is made from it. A DuckDB release with another hash() would give
+# every day a new version once, and the sensor would re-run them.
+DAY_CONTENT = "count(*)::BIGINT AS lines, count(*) || ':' || sum(line_hash::HUGEINT)::VARCHAR AS content"
 MAX_LINE_BYTES = 2_000_000  # DuckDB's max_line_size; real MIND lines are a few KB
 
 ENTITY_TYPE = (
@@ -203,6 +209,14 @@ class ParsedFile:
     rejects: int
 
 
+_RAW_LINES = "WITH raw AS (SELECT *, concat_ws('\t', {fields}, overflow) AS raw_line FROM {scan})"
+
+
+def _line_pass(cte: str, key_of_raw: str, day_of_raw: str) -> str:
+    """One cheap pass over the file: each line's key, hash (for duplicates and its day's content) and day."""
+    return f"{cte} SELECT {key_of_raw} AS line_key, hash(raw_line) AS line_hash, {day_of_raw} AS day FROM raw"
+
+
 def _parse(
     conn, split: str, path: Path, fields: tuple[str, ...], validation: str, columns: str, key: str, key_of_raw: str,
     day_of_raw: str = "NULL::DATE",
@@ -222,12 +236,9 @@ def _parse(
         conn.execute(query, {k: v for k, v in values.items() if f"${k}" in query})
 
     scan = scan_lines(path, MAX_LINE_BYTES)
-    cte = f"WITH raw AS (SELECT *, concat_ws('\t', {', '.join(fields)}, overflow) AS raw_line FROM {_csv_scan(fields)}), {validation}"
+    cte = f"{_RAW_LINES.format(scan=_csv_scan(fields), fields=', '.join(fields))}, {validation}"
     conn.execute("DROP VIEW IF EXISTS parsed_rows")
-    run(  # one cheap pass: each line's key, content hash and day
-        f"CREATE OR REPLACE TEMP TABLE parsed_lines AS {cte} SELECT {key_of_raw} AS line_key, "
-        f"hash(raw_line) AS line_hash, {day_of_raw} AS day FROM raw"
-    )
+    run(f"CREATE OR REPLACE TEMP TABLE parsed_lines AS {_line_pass(cte, key_of_raw, day_of_raw)}")
     reader_rejects = _reader_rejects(conn, path)  # recorded by the first scan only
     records = conn.execute("SELECT count(*) FROM parsed_lines").fetchall()[0][0]
     unaccounted = scan.nonblank - records - reader_rejects.height - len(scan.overlong)
@@ -238,7 +249,7 @@ def _parse(
             f"{unaccounted} lines are unaccounted for, so nothing of it is used. Please report this file."
         )
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE parsed_days AS SELECT day AS date, count(*)::BIGINT AS lines FROM parsed_lines "
+        f"CREATE OR REPLACE TEMP TABLE parsed_days AS SELECT day AS date, {DAY_CONTENT} FROM parsed_lines "
         "WHERE day IS NOT NULL GROUP BY day ORDER BY day"
     )
     conn.execute(
@@ -343,6 +354,18 @@ def parse_behaviors(conn, split_dir: SplitDir) -> ParsedFile:
     )
 
 
+def day_contents(path: Path) -> dict[dt.date, str]:
+    """The content of each day's lines in a behaviors.tsv, as staging records it (DAY_CONTENT),
+    read without parsing or validating: what the raw-file sensor compares."""
+    cte = _RAW_LINES.format(scan=_csv_scan(BEHAVIOR_FIELDS), fields=", ".join(BEHAVIOR_FIELDS))
+    with closing(open_duckdb()) as conn:
+        rows = conn.execute(
+            f"SELECT day, {DAY_CONTENT} FROM ({_line_pass(cte, 'NULL', _DAY_OF_RAW)}) WHERE day IS NOT NULL GROUP BY day",
+            {"file": _literal(path)},
+        ).fetchall()
+    return {day: content for day, _, content in rows}
+
+
 def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read:
     """Impressions with start <= day < end from every split, every rejected line of those files,
     and how many lines each file dates to each day (all days, so that a run knows what the files cover).
@@ -355,7 +378,7 @@ def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read
             parsed = parse_behaviors(conn, split_dir)
             frames.append(conn.sql("SELECT * FROM parsed_rows WHERE date >= ? AND date < ?", params=[start, end]).pl())
             rejects.append(conn.sql("SELECT * FROM parsed_rejects").pl())
-            days.append(conn.sql("SELECT ?::VARCHAR AS split, ?::VARCHAR AS source_file, date, lines FROM parsed_days",
+            days.append(conn.sql("SELECT ?::VARCHAR AS split, ?::VARCHAR AS source_file, date, lines, content FROM parsed_days",
                                  params=[parsed.split, str(parsed.path)]).pl())
     return Read(
         pl.concat(frames).sort("date", "split", "impression_id"), pl.concat(rejects).cast(REJECT_SCHEMA),
