@@ -11,8 +11,10 @@
   downstream: a partition is requested when a partition it reads got a new data version, so a
   changed day reaches the user features and silver of exactly the days that read it, and
   nothing else runs.
-- Every run these start carries `dagster/max_runtime`, derived from the impressions it covers
-  (run_time_limit); dagster.yaml's run monitoring ends a run past it.
+- The raw-file sensor's runs (and the schedule's, definitions.py) carry `dagster/max_runtime`,
+  derived from the impressions they cover (run_time_limit); dagster.yaml's run monitoring ends a
+  run past it. The automation sensor's run tags are static, so its runs fall under dagster.yaml's
+  max_runtime_seconds.
 Both sensors start stopped: switch them on in the UI (Automation) or with `dagster sensor start`.
 """
 
@@ -68,8 +70,8 @@ def _file_states(folder: Path, known: Mapping[str, dict]) -> dict[str, dict]:
     for split in discover_splits(folder):
         for name in WATCHED:
             path = split.path / name
-            if name == "entity_embedding.vec" and not path.exists():
-                continue  # optional: entity features report it missing
+            if name == "entity_embedding.vec" and not path.exists() and not path.is_symlink():
+                continue  # optional: entity features report it missing (a dangling link fails below)
             path = split.file(name)
             stat, before = path.stat(), known.get(str(path), {})
             state = {"split": split.split, "kind": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -120,8 +122,6 @@ def _undated_requests(context: dg.SensorEvaluationContext, known: Mapping[str, d
                       changed: list[str]) -> list[dg.RunRequest]:
     """A run over every partition for changed news.tsv or entity_embedding.vec files, whose lines carry no day."""
     every_day, requests = daily_partitions.get_partition_keys(), []
-    impressions = {dt.date.fromisoformat(day): sum(_lines(s["days"].get(day, "0")) for s in states.values() if "days" in s)
-                   for day in every_day}
     for kind in ("news.tsv", "entity_embedding.vec"):
         files = [path for path in changed if states[path]["kind"] == kind]
         if not files:
@@ -130,6 +130,8 @@ def _undated_requests(context: dg.SensorEvaluationContext, known: Mapping[str, d
             context.log.info(f"first tick: watching {', '.join(files)} for changes from now on")
             continue
         asset = WATCHED[kind]
+        impressions = {dt.date.fromisoformat(day): sum(_lines(s["days"].get(day, "0")) for s in states.values() if "days" in s)
+                       for day in every_day}
         context.log.info(f"{', '.join(files)} changed: requesting {asset.to_user_string()} for every day "
                          f"({every_day[0]} .. {every_day[-1]}); days whose articles did not change keep their versions")
         requests.append(dg.RunRequest(

@@ -41,8 +41,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.storage.db_io_manager import DbClient, DbIOManager, DbTypeHandler, TableSlice
 
-__all__ = ["DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata", "check_evaluations",
-           "launch_asset_backfill", "set_partition_data_versions", "stale_causes"]
+__all__ = ["DATA_VERSION_TAG", "DbClient", "DbIOManager", "DbTypeHandler", "TableSlice", "add_partition_metadata",
+           "check_evaluations", "launch_asset_backfill", "set_partition_data_versions", "stale_causes"]
 
 
 def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: Mapping[str, object]) -> None:

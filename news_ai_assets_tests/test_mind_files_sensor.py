@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from news_ai_assets.automation import mind_files_sensor
+from news_ai_assets.mind.reader import MindInputError
 from news_ai_assets.resources import MindSource
 from news_ai_assets.settings import daily_partitions
 from news_ai_assets_tests.pipeline import materialize
@@ -97,3 +98,36 @@ def test_a_split_folder_gone_fails_the_tick_naming_it(watched):
     shutil.rmtree(mind / "MINDsample_dev")
     with pytest.raises(dg.Failure, match="MINDsample_dev/behaviors.tsv.*no longer exist"):
         tick(mind, instance, cursor)
+
+
+def test_a_folder_that_is_gone_or_a_file_behind_a_dangling_link_fails_the_tick_naming_it(watched, tmp_path):
+    mind, instance = watched
+    with pytest.raises(dg.DagsterResourceFunctionError) as gone:  # MindSource refuses it as the tick starts
+        tick(tmp_path / "no such folder", instance)
+    assert isinstance(gone.value.__cause__, MindInputError) and "no such folder does not exist" in str(gone.value.__cause__)
+    cursor = tick(mind, instance)[0].cursor
+    for name in ("behaviors.tsv", "entity_embedding.vec"):
+        path = mind / "MINDsample_dev" / name
+        kept = path.with_suffix(".kept")
+        path.rename(kept)
+        path.symlink_to(tmp_path / "unmounted" / name)
+        with pytest.raises(MindInputError, match=f"MINDsample_dev.*{name}"):
+            tick(mind, instance, cursor)
+        path.unlink()
+        kept.rename(path)
+    assert tick(mind, instance, cursor)[0].run_requests == []
+
+
+def test_nothing_to_watch_is_said_when_no_folder_is_set_and_no_sample_was_generated(tmp_path):
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                 resources={"mind": MindSource(sample_dir=str(tmp_path / "sample"))}) as context:
+        result = mind_files_sensor(context)
+    assert "NEWS_AI_MIND_DIR is not set" in result.skip_message
+
+
+def test_a_folder_with_glob_characters_in_its_name_is_read_as_named(tmp_path, tiny_mind):
+    odd = tmp_path / "mind [v1]*"
+    shutil.copytree(tiny_mind, odd)
+    instance = dg.DagsterInstance.ephemeral()
+    materialize(tmp_path / "db.duckdb", odd, DAYS[0], DAYS[-1], selection=["bronze/behaviors"], instance=instance)
+    assert tick(odd, instance)[0].run_requests == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from news_ai_assets.assets.versions import DATA_VERSION_TAG
+from news_ai_assets.dagster_internals import DATA_VERSION_TAG
 from news_ai_assets.dagster_internals import stale_causes
 from news_ai_assets.definitions import all_assets
 from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, materialize

@@ -26,10 +26,8 @@ import dagster as dg
 import polars as pl
 
 from news_ai_assets.assets.common import partition_days
-from news_ai_assets.dagster_internals import set_partition_data_versions
+from news_ai_assets.dagster_internals import DATA_VERSION_TAG, set_partition_data_versions
 from news_ai_assets.settings import daily_partitions
-
-DATA_VERSION_TAG = "dagster/data_version"
 
 
 def digest(parts: Iterable[str]) -> str:

@@ -4,9 +4,9 @@ Staging a split file parses and validates all of it into `bronze.staged_<kind>` 
 every day), its rejects into `bronze.rejects`, its lines per day and their content into
 `bronze.source_days` (behaviors), and records its size, mtime and SHA-256 in `bronze.staged_files`:
 in one transaction in DuckDB; on Delta the file's record is written last, so a file counts as
-staged only once all of it is. A later run reuses the staged rows while size and mtime are unchanged; when they
-changed it hashes the file again and re-stages it only if the content changed. A day's bronze
-partition is then a filter of the staged rows, not a fresh parse of the whole file.
+staged only once all of it is. A later run reuses the staged rows while size and mtime are
+unchanged; when they changed it hashes the file again and re-stages it only if the content
+changed. A day's bronze partition is then a filter of the staged rows, not a fresh parse.
 """
 
 import datetime as dt
@@ -45,6 +45,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+_STAGED_ROWS = "SELECT ?::VARCHAR AS source_file, * FROM parsed_rows"
 _SOURCE_DAYS = "SELECT ?::VARCHAR AS split, ?::VARCHAR AS source_file, date, lines, content FROM parsed_days"
 
 
@@ -99,19 +100,18 @@ def stage(database: Database, conn: duckdb.DuckDBPyConnection, kind: str, split_
     table, file = f"bronze.staged_{kind}", [str(path)]
     counts = (parsed.lines, parsed.blank_lines, parsed.rows, parsed.rejects)
     replacements = []
-    if _staged_columns_changed(conn, table, "SELECT ''::VARCHAR AS source_file, * FROM parsed_rows") or (
+    if _staged_columns_changed(conn, table, _STAGED_ROWS, [""]) or (
         kind == "behaviors" and _staged_columns_changed(conn, "bronze.source_days", _SOURCE_DAYS, ["", ""])
     ):  # staged by an older parser: every file of the kind is staged anew
         replacements += [
-            Replacement("bronze", f"staged_{kind}", "SELECT ''::VARCHAR AS source_file, * FROM parsed_rows LIMIT 0"),
+            Replacement("bronze", f"staged_{kind}", f"{_STAGED_ROWS} LIMIT 0", [""]),
             Replacement("bronze", "staged_files", f"SELECT * FROM {STAGED_FILES} WHERE kind <> ?", [kind]),
             *([Replacement("bronze", "source_days", f"{_SOURCE_DAYS} LIMIT 0", ["", ""])] if kind == "behaviors" else []),
         ]
     try:
         database.replace_each(conn, [
             *replacements,
-            Replacement("bronze", f"staged_{kind}", "SELECT ?::VARCHAR AS source_file, * FROM parsed_rows", file,
-                        "source_file", str(path)),
+            Replacement("bronze", f"staged_{kind}", _STAGED_ROWS, file, "source_file", str(path)),
             Replacement("bronze", "rejects", "SELECT * FROM parsed_rejects", (), "source_file", str(path)),
             Replacement("bronze", "source_days", _SOURCE_DAYS, [split_dir.split, str(path)], "source_file", str(path)),
             _file_record(kind, split_dir.split, path, stat, digest, counts, staged_at),  # last: the file counts as staged
