@@ -1,5 +1,6 @@
 """Materialising the real asset graph into a temporary DuckDB file, as the tests need it."""
 
+import datetime as dt
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from news_ai_assets.dagster_internals import stale_causes
 from news_ai_assets.definitions import all_assets, all_checks
 from news_ai_assets.storage.duckdb_file import connect
 from news_ai_assets_tests.conftest import pipeline_resources
@@ -66,6 +68,30 @@ def failure_messages(result) -> list[str]:
             messages.append(error.message)
             error = error.cause
     return messages
+
+
+def stale_partitions(instance: dg.DagsterInstance, days: list[dt.date], assets=all_assets) -> dict[tuple[str, str], list[str]]:
+    """Every daily asset's partitions of `days` that the UI shows as "Unsynced", with why; each must
+    have been materialised."""
+    found = {}
+    for asset in PARTITIONED_ASSETS:
+        for day in days:
+            causes = stale_causes(instance, assets, dg.AssetKey.from_user_string(asset), day.isoformat())
+            assert causes is not None, f"{asset}[{day}] was never materialised"
+            if causes:
+                found[(asset, day.isoformat())] = causes
+    return found
+
+
+def change_one_line(mind: Path, day: dt.date) -> None:
+    """The first impression of `day` in the train split gets another user id."""
+    path = mind / "MINDsample_train" / "behaviors.tsv"
+    lines = path.read_text().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if line.split("\t")[2].startswith(f"{day.month}/{day.day}/{day.year}"))
+    fields = lines[index].split("\t")
+    fields[1] = "U999999"
+    lines[index] = "\t".join(fields)
+    path.write_text("".join(lines))
 
 
 def read_table(database: Path, table: str) -> pl.DataFrame:

@@ -22,9 +22,8 @@ import pytest
 from news_ai_assets.storage import run_lock
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.doc_blocks import clean_env, copy_dagster_yaml, run_bash
-from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, materialize
+from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, change_one_line, materialize, stale_partitions
 from news_ai_assets_tests.test_delta import assert_same_tables
-from news_ai_assets_tests.test_versions import _change_one_line, stale_partitions
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -99,12 +98,12 @@ def test_a_changed_raw_line_reaches_exactly_the_days_that_read_it_through_the_da
     started = run_bash("keeping-current", ROOT, env, timeout=300)  # the README's block: both sensors on
     assert started.returncode == 0, started.stderr
     changed_at = time.time()
-    _change_one_line(mind, CHANGED)
+    change_one_line(mind, CHANGED)
     with _daemon(env) as instance:
         _wait_until_settled(instance, changed_at, deadline_s=900)
         runs = [r.dagster_run for r in instance.get_run_records() if r.create_timestamp.timestamp() > changed_at]
         materialised = _materialised_since(instance, changed_at)
-        stale = stale_partitions(instance)
+        stale = stale_partitions(instance, [dt.date(2019, 11, d) for d in range(9, 14)])  # FIRST .. LAST
 
     assert runs and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs), [(r.run_id, r.status) for r in runs]
     from_sensor = [run for run in runs if run.tags.get("dagster/sensor_name") == "mind_files_sensor"]

@@ -12,8 +12,7 @@ from news_ai_assets.automation import mind_files_sensor
 from news_ai_assets.mind.reader import MindInputError
 from news_ai_assets.resources import MindSource
 from news_ai_assets.settings import daily_partitions
-from news_ai_assets_tests.pipeline import materialize
-from news_ai_assets_tests.test_versions import _change_one_line
+from news_ai_assets_tests.pipeline import change_one_line, materialize
 
 DAYS = daily_partitions.get_partition_keys()
 
@@ -52,7 +51,7 @@ def test_the_first_tick_requests_the_days_never_materialised_and_leaves_the_rest
 def test_a_changed_line_requests_its_day_once_with_a_time_limit(watched):
     mind, instance = watched
     cursor = tick(mind, instance)[0].cursor
-    _change_one_line(mind, dt.date(2019, 11, 10))
+    change_one_line(mind, dt.date(2019, 11, 10))
     result, _ = tick(mind, instance, cursor)
     assert [r.partition_key for r in result.run_requests] == ["2019-11-10"]
     request = result.run_requests[0]

@@ -12,25 +12,13 @@ import dagster as dg
 import pytest
 
 from news_ai_assets.dagster_internals import DATA_VERSION_TAG
-from news_ai_assets.dagster_internals import stale_causes
 from news_ai_assets.definitions import all_assets
-from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, materialize
+from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, change_one_line, materialize, stale_partitions
 
 FIRST, LAST = dt.date(2019, 11, 9), dt.date(2019, 11, 13)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
 CHANGED = dt.date(2019, 11, 10)
 LOOKBACK = 7
-
-
-def stale_partitions(instance: dg.DagsterInstance, assets=all_assets) -> dict[tuple[str, str], list[str]]:
-    found = {}
-    for asset in PARTITIONED_ASSETS:
-        for day in DAYS:
-            causes = stale_causes(instance, assets, dg.AssetKey.from_user_string(asset), day.isoformat())
-            assert causes is not None, f"{asset}[{day}] was never materialised"
-            if causes:
-                found[(asset, day.isoformat())] = causes
-    return found
 
 
 def versions(instance: dg.DagsterInstance, asset: str) -> dict[str, str]:
@@ -58,7 +46,7 @@ def graph(tmp_path_factory, tiny_mind) -> tuple[Path, Path, dg.DagsterInstance]:
 
 def test_a_range_run_gives_each_day_its_own_version_and_unchanged_reruns_leave_everything_fresh(graph):
     database, mind, instance = graph
-    assert stale_partitions(instance) == {}
+    assert stale_partitions(instance, DAYS) == {}
     in_range = {asset: versions(instance, asset) for asset in PARTITIONED_ASSETS}
     assert all(len(set(by_day.values())) == len(DAYS) for by_day in in_range.values()), in_range
 
@@ -66,19 +54,8 @@ def test_a_range_run_gives_each_day_its_own_version_and_unchanged_reruns_leave_e
     materialize(database, mind, CHANGED.isoformat(), selection=["bronze/behaviors"], instance=instance)
     materialize(database, mind, "2019-11-11", "2019-11-12", selection=["features/interactions", "features/user_features"],
                 instance=instance)
-    assert stale_partitions(instance) == {}
+    assert stale_partitions(instance, DAYS) == {}
     assert {asset: versions(instance, asset) for asset in PARTITIONED_ASSETS} == in_range
-
-
-def _change_one_line(mind: Path, day: dt.date) -> None:
-    """The first impression of `day` in the train split gets another user id."""
-    path = mind / "MINDsample_train" / "behaviors.tsv"
-    lines = path.read_text().splitlines(keepends=True)
-    index = next(i for i, line in enumerate(lines) if line.split("\t")[2].startswith(f"{day.month}/{day.day}/{day.year}"))
-    fields = lines[index].split("\t")
-    fields[1] = "U999999"
-    lines[index] = "\t".join(fields)
-    path.write_text("".join(lines))
 
 
 def _on(assets: list[str], days: list[dt.date]) -> set[tuple[str, str]]:
@@ -90,13 +67,13 @@ def test_one_changed_raw_line_makes_stale_exactly_the_partitions_that_read_its_d
     are materialised with new versions, and stops where a re-materialised partition kept its version."""
     database, mind, instance = _graph(tmp_path, tiny_mind)
     window = [CHANGED + dt.timedelta(days=i) for i in range(LOOKBACK + 1)]  # the days whose lookback reads D
-    _change_one_line(mind, CHANGED)  # a user id: D's impressions change, the articles they show do not
+    change_one_line(mind, CHANGED)  # a user id: D's impressions change, the articles they show do not
     before, before_news = versions(instance, "bronze/behaviors"), versions(instance, "bronze/news")
     materialize(database, mind, CHANGED.isoformat(), selection=["bronze/behaviors"], instance=instance)
     after = versions(instance, "bronze/behaviors")
     assert {day for day in before if before[day] != after[day]} == {CHANGED.isoformat()}
 
-    stale = stale_partitions(instance)
+    stale = stale_partitions(instance, DAYS)
     readers_of_behaviors = (_on(["bronze/news", "features/interactions", "silver/impressions"], [CHANGED])
                             | _on(["features/user_features", "silver/training_examples"], window))
     assert set(stale) == readers_of_behaviors, sorted(set(stale) ^ readers_of_behaviors)
@@ -106,7 +83,7 @@ def test_one_changed_raw_line_makes_stale_exactly_the_partitions_that_read_its_d
     # interactions[D] changed, so candidate_stats[D] (and silver of D, D+1) now read a new version.
     materialize(database, mind, CHANGED.isoformat(), selection=["bronze/news", "features/interactions"], instance=instance)
     assert versions(instance, "bronze/news")[CHANGED.isoformat()] == before_news[CHANGED.isoformat()]
-    stale = stale_partitions(instance)
+    stale = stale_partitions(instance, DAYS)
     expected = (readers_of_behaviors - _on(["bronze/news", "features/interactions"], [CHANGED])
                 | _on(["features/candidate_stats"], [CHANGED]))
     assert set(stale) == expected, sorted(set(stale) ^ expected)
@@ -117,7 +94,7 @@ def test_a_changed_code_version_makes_that_asset_stale(graph):
     _, _, instance = graph
     changed = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
                if a.key == dg.AssetKey(["features", "interactions"]) else a for a in all_assets]
-    stale = stale_partitions(instance, changed)
+    stale = stale_partitions(instance, DAYS, changed)
     assert {asset for asset, _ in stale} >= {"features/interactions"}
     assert all("code version" in " ".join(stale[("features/interactions", day.isoformat())]) for day in DAYS)
     assert not any(asset.startswith("bronze/") for asset, _ in stale)
