@@ -101,17 +101,17 @@ def sentence_transformers_rows(model_dir, device, texts, distinct, references, o
 
         rate = timed(encode, texts, device, batch, repeats)
         rows.append({"path": "sentence-transformers encode()", "option": f"torch/{precision}", "batch": batch,
-                     "texts/s": round(rate, 1), **_fidelity(encode(distinct), references)})
+                     "texts/s": round(rate, 1), **(_fidelity(encode(distinct), references) if references else {})})
         print(rows[-1], flush=True)
     return rows
 
 
-def encoder_rows(spec_args: dict, device, texts, distinct, references, batch_sizes, precisions, repeats) -> list[dict]:
+def encoder_rows(spec_args: dict, device, texts, distinct, references, batch_sizes, backends, precisions, repeats) -> list[dict]:
     """The pipeline's Encoder for every backend and precision this device takes; refusals are rows too."""
     import torch
 
     rows = []
-    for backend in BACKENDS:
+    for backend in backends:
         for precision in precisions:
             option = f"{backend}/{precision}"
             try:
@@ -129,7 +129,7 @@ def encoder_rows(spec_args: dict, device, texts, distinct, references, batch_siz
 
                 rate = timed(encode, texts, device, batch, repeats)
                 row = {"path": "Encoder", "option": option, "batch": batch, "texts/s": round(rate, 1),
-                       **_fidelity(encode(distinct), references)}
+                       **(_fidelity(encode(distinct), references) if references else {})}
                 if device == "cuda":
                     row["peak GPU MiB"] = round(torch.cuda.max_memory_allocated() / 2**20)
                 rows.append(row)
@@ -153,9 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--texts", type=int, help="texts per throughput pass (default: 40,000 on a GPU, 2,000 on the CPU)")
     parser.add_argument("--batch-sizes", type=int, nargs="*", help="default: 256 1024 2048 on a GPU, 32 on the CPU")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--precisions", nargs="*", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--before", action=argparse.BooleanOptionalAction, default=True,
                         help="also time sentence-transformers' encode(), the path before this pipeline's")
+    parser.add_argument("--fidelity", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare each option's vectors of the distinct texts with sentence-transformers fp32")
     parser.add_argument("--reference", type=Path, help="reference vectors of the distinct texts (.npy)")
     parser.add_argument("--save-reference", type=Path, help="save sentence-transformers fp32 vectors here and stop")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -178,12 +181,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
 
-    references = {"sentence-transformers fp32 here": reference_vectors(model_dir, device, distinct)}
+    references = {"sentence-transformers fp32 here": reference_vectors(model_dir, device, distinct)} if args.fidelity else {}
     if args.reference:
         references["reference file"] = np.load(args.reference)
     before = [("fp32", 32), ("fp16", max(batch_sizes))] if gpu else [("fp32", 32)]
     rows = sentence_transformers_rows(model_dir, device, texts, distinct, references, before, args.repeats) if args.before else []
-    rows += encoder_rows({"model": args.model}, device, texts, distinct, references, batch_sizes, args.precisions, args.repeats)
+    rows += encoder_rows({"model": args.model}, device, texts, distinct, references, batch_sizes, args.backends,
+                         args.precisions, args.repeats)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     print(markdown(rows))

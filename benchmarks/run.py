@@ -10,18 +10,27 @@ time, CPU time and peak RSS; per asset, the step's seconds, rows and rows/s from
 2. one_run: a fresh DuckDB file, every daily asset for all 14 partitions as ONE run (what a UI
    backfill or `--partition-range` launches): staging the raw files, embeddings, silver, checks.
    evaluation: then gold/ranker_evaluation alone on that file (train a ranker, score the dev day).
+   embeddings_alone: benchmarks/gpu_embeddings.py on the CPU for the same option over the data's
+   texts, and the one run's texts/s as a ratio to it (embedding_ratio).
 3. no_inference_run: a second fresh file that holds only the first one's embedding cache, the same
    run: everything from the raw files to silver except the inference.
-4. daily: a third fresh file, the first day as one run, then the next day (the daily path: one new
-   day after the first, which embeds only that day's new texts).
+4. floor: benchmarks/sql_floor.py over the same raw files and the first file's cached vectors (plain
+   DuckDB SQL, no Dagster), per graph step and as the ratio of no_inference_run to it (floor_ratio).
 With --storage delta, also: the no-inference graph on Delta tables as a backfill run by Dagster's
    daemon, one run per day, with at most 1 and then 2 runs at once (delta_backfill_1, _2).
-5. floor: benchmarks/sql_floor.py over the same raw files (plain DuckDB SQL, no Dagster), and the
-   ratio of no_inference_run to it.
+5. daily: a third fresh file, the first day as one run, then the next day (the daily path: one new
+   day after the first, which embeds only that day's new texts).
 6. baseline: the per-row pandas loops we replace against our functions, on a whole day's users
    (--baseline-users 0, the default at small scale) or a sample of them.
 
-Results go to <results>/<scale>/: results.json, results.md and report.png, with the targets.
+--days N runs all of it on the first N days only, each as dense as at the whole scale (`--scale large
+--days 3`: MIND-large's density in ~15 minutes); --repeats N runs no_inference_run and the floor N times
+and reports their medians. For one step at a time, see benchmarks/loop.py.
+
+Results go to <results>/<scale>[-<N>d]/: results.json, results.md and report.png, with the targets and,
+where benchmarks/reference/<scale>[-<N>d].json is kept (a results.json of the figures the docs quote),
+the kept figures beside the new ones, a run or step >= 15% slower marked, and a warning where they
+were measured on another CPU.
 """
 
 import argparse
@@ -38,15 +47,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FIRST, LAST = "2019-11-09", "2019-11-22"
-RUNS = ("generate", "one_run", "evaluation", "no_inference_run", "delta_backfill_1", "delta_backfill_2", "daily_first_day",
-        "daily_next_day", "floor")
+FIRST = "2019-11-09"
+RUNS = ("generate", "one_run", "evaluation", "embeddings_alone", "no_inference_run", "floor", "delta_backfill_1",
+        "delta_backfill_2", "daily_first_day", "daily_next_day")
 GIB = 1024
-# The targets of the issue these figures answer (seconds, MiB), per scale.
+# The targets of the issue these figures answer (seconds, MiB: at most; embedding_ratio: at least), per scale.
 TARGETS = {
-    "large": {"one_run": {"wall_s": 20 * 60, "peak_rss_mib": 16 * GIB}, "daily_next_day": {"wall_s": 60}},
-    "small": {"no_inference_run": {"wall_s": 30, "peak_rss_mib": 3 * GIB}, "floor_ratio": 1.3},
+    "large": {"one_run": {"wall_s": 20 * 60, "peak_rss_mib": 16 * GIB}, "daily_next_day": {"wall_s": 60},
+              "floor_ratio": 1.3, "embedding_ratio": 0.95},
+    "small": {"no_inference_run": {"wall_s": 30, "peak_rss_mib": 3 * GIB}, "floor_ratio": 1.3, "embedding_ratio": 0.95},
 }
+AT_LEAST = {"embedding_ratio"}
+SLOWER = 1.15  # a run or step this much slower than the kept reference is marked
+EMBEDDING_TEXTS = 4_000  # texts per pass of embeddings_alone (the first distinct ones of the data's news.tsv files)
 
 
 def measured(command: list[str], env: dict, log: Path) -> dict:
@@ -65,8 +78,39 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
             "peak_rss_mib": round(usage.ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1), 1)}
 
 
-def materialize(partitions: list[str], env: dict, log: Path) -> dict:
-    """Every daily asset over the partitions (one run), or, with none, gold/ranker_evaluation alone."""
+def generated(data: Path, scale: str, days: int | None, reuse: bool, log: Path) -> dict:
+    """MIND-format data at `scale` (the first `days` days only, when given) in `data`, generated once:
+    a folder marked COMPLETE, or one the caller named, is reused."""
+    if reuse or (data / "COMPLETE").exists():
+        return {"wall_s": 0, "cpu_s": 0, "peak_rss_mib": 0, "reused": str(data)}
+    shutil.rmtree(data, ignore_errors=True)
+    window = ["--days", str(days)] if days else []
+    result = measured([sys.executable, "-m", "news_ai_assets.mind.sample", "--scale", scale, *window, "--out", str(data)],
+                      os.environ.copy(), log)
+    (data / "COMPLETE").touch()
+    return result
+
+
+def median_of(tries: list[dict]) -> dict:
+    """One figure for repeated runs: the median wall, CPU and peak of the tries, each step's median
+    seconds, the other fields of the try with the median wall time, and every try's wall time."""
+    import statistics
+
+    ordered = sorted(tries, key=lambda t: t["wall_s"])
+    result = {**ordered[(len(ordered) - 1) // 2]}
+    for key in ("wall_s", "cpu_s", "peak_rss_mib"):
+        result[key] = round(statistics.median(t[key] for t in tries), 2)
+    if "steps" in result:
+        result["steps"] = {step: {**values, "step_s": round(statistics.median(
+            t["steps"].get(step, {}).get("step_s", 0) for t in tries), 2)} for step, values in result["steps"].items()}
+    if len(tries) > 1:
+        result["tries_wall_s"] = [t["wall_s"] for t in tries]
+    return result
+
+
+def materialize(partitions: list[str], env: dict, log: Path, selection: str | None = None) -> dict:
+    """The selection (default: every daily asset) over the partitions as one run, or, with none,
+    gold/ranker_evaluation alone."""
     from news_ai_assets.assets.common import DAILY_ASSETS
 
     if not partitions:
@@ -74,7 +118,7 @@ def materialize(partitions: list[str], env: dict, log: Path) -> dict:
     else:
         bounds = (["--partition", partitions[0]] if len(partitions) == 1
                   else ["--partition-range", f"{partitions[0]}...{partitions[-1]}"])
-        selection = DAILY_ASSETS
+        selection = selection or DAILY_ASSETS
     dg_cli = str(Path(sys.executable).parent / "dg")
     return measured([dg_cli, "launch", "-m", "news_ai_assets.definitions", "--assets", selection, *bounds], env, log)
 
@@ -108,18 +152,20 @@ def last_run_steps(home: Path) -> dict[str, dict]:
 
 
 class Home:
-    """A fresh DAGSTER_HOME and DuckDB file for one series of runs."""
+    """A DAGSTER_HOME and DuckDB file for one series of runs: fresh, or (fresh=False) the ones a
+    folder already holds."""
 
-    def __init__(self, work: Path, name: str, base_env: dict):
+    def __init__(self, work: Path, name: str, base_env: dict, fresh: bool = True):
         self.root = work / name
         self.home = self.root / "dagster_home"
-        self.home.mkdir(parents=True)
-        shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+        if fresh:
+            self.home.mkdir(parents=True)
+            shutil.copy(ROOT / "dagster.yaml", self.home / "dagster.yaml")
         self.database = self.root / "bench.duckdb"
         self.env = {**base_env, "DAGSTER_HOME": str(self.home), "NEWS_AI_DUCKDB_PATH": str(self.database)}
 
-    def run(self, partitions: list[str], log: Path) -> dict:
-        result = materialize(partitions, self.env, log)
+    def run(self, partitions: list[str], log: Path, selection: str | None = None) -> dict:
+        result = materialize(partitions, self.env, log, selection)
         return {**result, "steps": last_run_steps(self.home)}
 
     def size_mib(self) -> float:
@@ -201,13 +247,44 @@ def copy_embedding_cache(source: Path, target: Path) -> None:
         conn.execute("DETACH source")
 
 
-def floor(data: Path, work: Path, log: Path) -> dict:
+def floor(data: Path, embeddings: Path, work: Path, log: Path) -> dict:
+    """benchmarks/sql_floor.py over the raw files, its similarities from `embeddings`' cached vectors."""
     output = work / "floor.duckdb"
-    result = measured([sys.executable, str(ROOT / "benchmarks" / "sql_floor.py"), "--mind", str(data), "--out", str(output)],
-                      os.environ.copy(), log)
+    result = measured([sys.executable, str(ROOT / "benchmarks" / "sql_floor.py"), "--mind", str(data),
+                       "--embeddings", str(embeddings), "--out", str(output)], os.environ.copy(), log)
     details = json.loads(log.read_text().strip().splitlines()[-1])
     output.unlink(missing_ok=True)
     return {**result, **details}
+
+
+def floor_stages(results: dict) -> list[tuple[str, float, float]]:
+    """(graph step, its seconds in no_inference_run, the floor statements' seconds doing its work), and
+    last the rest of each wall time: process, imports, Dagster, checks (graph), start-up (floor)."""
+    graph, floor_result = results["no_inference_run"], results["floor"]
+    floor_s: dict[str, float] = {}
+    for stage, seconds in floor_result["steps_s"].items():
+        step = floor_result["stages"][stage]
+        floor_s[step] = floor_s.get(step, 0) + seconds
+    rows = [(step, graph["steps"].get(step, {}).get("step_s", 0), round(seconds, 2)) for step, seconds in floor_s.items()]
+    rows.sort(key=lambda row: -row[1])
+    rest = ("the rest: process, imports, Dagster, checks", round(graph["wall_s"] - sum(r[1] for r in rows), 2),
+            round(floor_result["wall_s"] - sum(r[2] for r in rows), 2))
+    return [*rows, rest]
+
+
+def embeddings_alone(data: Path, backend: str, precision: str, log: Path) -> dict:
+    """benchmarks/gpu_embeddings.py on the CPU for the pipeline's option over the data's texts: the
+    encoder's rate outside the pipeline, which the one run's text_embeddings step is measured against."""
+    rows = log.parent / "embedding_rows.json"
+    news = sorted(str(p) for p in data.glob("*/news.tsv"))
+    result = measured([sys.executable, str(ROOT / "benchmarks" / "gpu_embeddings.py"), "--device", "cpu", "--news", *news,
+                       "--texts", str(EMBEDDING_TEXTS), "--repeats", "2", "--backends", backend, "--precisions", precision,
+                       "--no-before", "--no-fidelity", "--out", str(rows)], os.environ.copy(), log)
+    (row,) = json.loads(rows.read_text())
+    rows.unlink()
+    if "refused" in row:
+        raise SystemExit(f"embeddings_alone: {row['refused']}")
+    return {**result, "texts": EMBEDDING_TEXTS, "texts_per_second": row["texts/s"]}
 
 
 def baseline_comparison(mind_dir: Path, users: int) -> dict:
@@ -246,24 +323,53 @@ def baseline_comparison(mind_dir: Path, users: int) -> dict:
             "speedup": round(theirs / ours), "same_users": set(slow["user_id"]) == set(fast.get_column("user_id"))}
 
 
-def _target_note(value: float, target: float | None) -> str:
+def _target_note(value: float, target: float | None, at_least: bool = False) -> str:
     if target is None:
         return ""
-    return f" (target ≤ {target:g}: {'met' if value <= target else 'missed'})"
+    met = value >= target if at_least else value <= target
+    return f" (target {'≥' if at_least else '≤'} {target:g}: {'met' if met else 'missed'})"
 
 
-def markdown(results: dict) -> str:
+def _kept(value: float | None, kept: float | None) -> str:
+    """The kept reference's figure beside a new one, marked when the new one is ≥ 15% slower."""
+    if not kept or value is None:
+        return ""
+    return f"{kept}{' **≥15% slower**' if value >= SLOWER * kept else ''}"
+
+
+def other_cpu(kept: str | None, now: str) -> str:
+    """The warning a comparison across CPUs needs."""
+    return (f"**Another CPU**: the kept figures were measured on {kept or 'an unnamed CPU'}, these on {now}. "
+            "The encoder's rate differs up to 2.2x between the CPUs of these boxes, the other steps by ~5%.")
+
+
+def markdown(results: dict, reference: dict | None = None) -> str:
+    """The report; with a kept reference (benchmarks/reference/<scale>.json), its figures beside the new ones."""
     targets = TARGETS.get(results["scale"], {})
+    kept = reference or {}
     lines = [f"# Benchmark: scale `{results['scale']}` ({results['machine']})", "",
              f"Data: {results['data']}; embeddings {results['embedding_option']}; whole benchmark "
              f"{results['benchmark_wall_s'] / 60:.1f} min.", "",
              *([f"**Stopped early**: {results['failed']}", ""] if "failed" in results else []),
-             "| run | wall s | CPU s | peak RSS MiB | database MiB |", "|---|---|---|---|---|"]
+             *([f"Kept reference: {kept.get('measured', 'measured')}, {kept['machine']}; a run or step "
+                f"≥ {SLOWER - 1:.0%} slower than it is marked.", ""] if kept else []),
+             *([other_cpu(kept.get("cpu"), results["cpu"]), ""] if kept and kept.get("cpu") != results["cpu"] else []),
+             *([f"no_inference_run and floor: the median of {results['repeats']} runs each.", ""]
+               if results.get("repeats", 1) > 1 else []),
+             "| run | wall s | kept wall s | CPU s | peak RSS MiB | kept peak MiB | database MiB |",
+             "|---|---|---|---|---|---|---|"]
     for name in RUNS:
         if name in results:
-            r, t = results[name], targets.get(name, {})
-            lines.append(f"| {name} | {r['wall_s']}{_target_note(r['wall_s'], t.get('wall_s'))} | {r['cpu_s']} | "
-                         f"{r['peak_rss_mib']}{_target_note(r['peak_rss_mib'], t.get('peak_rss_mib'))} | {r.get('database_mib', '')} |")
+            r, t, k = results[name], targets.get(name, {}), kept.get(name, {})
+            lines.append(f"| {name} | {r['wall_s']}{_target_note(r['wall_s'], t.get('wall_s'))} | "
+                         f"{_kept(r['wall_s'], k.get('wall_s'))} | {r['cpu_s']} | "
+                         f"{r['peak_rss_mib']}{_target_note(r['peak_rss_mib'], t.get('peak_rss_mib'))} | "
+                         f"{_kept(r['peak_rss_mib'], k.get('peak_rss_mib'))} | {r.get('database_mib', '')} |")
+    for ratio, text in (("floor_ratio", "no_inference_run / SQL floor"),
+                        ("embedding_ratio", "the one run's texts/s / embeddings_alone's")):
+        if ratio in results:
+            lines += ["", f"{text} = **{results[ratio]}**{_target_note(results[ratio], targets.get(ratio), ratio in AT_LEAST)}"
+                      + (f" (kept: {kept[ratio]})" if ratio in kept else "") + "."]
     if "delta_backfill_1" in results:
         lines += ["", "delta_backfill_N: the no-inference graph on Delta tables (local folder), as a backfill that "
                   "Dagster's daemon runs one run per day with at most N at once (runs: "
@@ -271,21 +377,25 @@ def markdown(results: dict) -> str:
                               for n in ("delta_backfill_1", "delta_backfill_2") if n in results)
                   + "); CPU and peak RSS summed over the daemon and its runs (sampled every 0.5 s); "
                   "database MiB: the Delta folder (no_inference_run: the DuckDB file)."]
-    if "floor" in results:
+    if "floor" in results and "no_inference_run" in results:
         f = results["floor"]
-        lines += ["", f"SQL floor: {f['columns']} columns × {f['rows']} rows of silver's {results.get('silver_columns', '?')}"
-                  f"; no_inference_run / floor = **{results['floor_ratio']}**"
-                  f"{_target_note(results['floor_ratio'], targets.get('floor_ratio'))}."]
+        lines += ["", f"SQL floor: {f['columns']} columns × {f['rows']} rows of `silver.training_examples` (the graph's: "
+                  f"{results.get('silver_columns', '?')} columns), {f['impression_columns']} × {f['impressions']} of "
+                  "`silver.impressions`; each graph step of no_inference_run beside the floor statements doing its work:", "",
+                  "| graph step | graph s | floor s | ratio |", "|---|---|---|---|"]
+        lines += [f"| {step} | {graph_s} | {floor_s} | {round(graph_s / floor_s, 2) if floor_s else ''} |"
+                  for step, graph_s, floor_s in floor_stages(results)]
     for name in ("one_run", "evaluation", "no_inference_run", "daily_next_day"):
         if name not in results:
             continue
+        kept_steps = kept.get(name, {}).get("steps", {})
         lines += ["", f"Steps of {name} (peak RSS: the run's process when the step ended):", "",
-                  "| step | s | rows | rows/s | peak RSS MiB | notes |", "|---|---|---|---|---|---|"]
+                  "| step | s | kept s | rows | rows/s | peak RSS MiB | notes |", "|---|---|---|---|---|---|---|"]
         for step, s in sorted(results[name]["steps"].items(), key=lambda item: -item[1].get("step_s", 0)):
             notes = ", ".join(f"{k} {s[k]}" for k in ("newly_embedded", "texts_per_second", "cache_hits",
                                                        "source_files_parsed_in_this_run") if k in s)
-            lines.append(f"| {step} | {s.get('step_s', '')} | {s.get('row_count', '')} | {s.get('rows_per_s', '')} | "
-                         f"{s.get('peak_rss_mib', '')} | {notes} |")
+            lines.append(f"| {step} | {s.get('step_s', '')} | {_kept(s.get('step_s'), kept_steps.get(step, {}).get('step_s'))} | "
+                         f"{s.get('row_count', '')} | {s.get('rows_per_s', '')} | {s.get('peak_rss_mib', '')} | {notes} |")
     if "baseline" in results:
         b = results["baseline"]
         scope = "all" if b["whole_day"] else "a sample of"
@@ -339,31 +449,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=["tiny", "small", "large"], default="small")
     parser.add_argument("--data", type=Path, help="MIND-format data to use (default: generated into benchmarks/data/<scale>)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--reference", type=Path, help="kept figures to print beside the new ones "
+                        "(default: benchmarks/reference/<scale>.json where it exists)")
     parser.add_argument("--backend", default="openvino", help="embedding backend")
     parser.add_argument("--precision", default="bf16" if _native_bf16() else "fp32")
     parser.add_argument("--baseline-users", type=int, default=None,
                         help="users of the day in the baseline (0: all; default: all at small scale, 800 at large)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["no_inference", "daily", "floor", "baseline"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["embeddings_alone", "no_inference", "daily", "floor", "baseline"])
     parser.add_argument("--storage", choices=["duckdb", "delta"], default="duckdb",
                         help="delta: also the no-inference graph on Delta tables as a backfill, 1 and 2 runs at once")
+    parser.add_argument("--days", type=int, choices=range(2, 15), metavar="2..14",
+                        help="a window: only the first N days, each as dense as at the whole scale (generated into "
+                             "benchmarks/data/<scale>-<N>d), every run over them instead of all 14")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of no_inference_run and the floor; their medians are reported and compared")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
-    out = args.results / args.scale
+    name = f"{args.scale}-{args.days}d" if args.days else args.scale
+    out = args.results / name
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.log"
     log.unlink(missing_ok=True)
-    data = args.data or ROOT / "benchmarks" / "data" / args.scale
-    results: dict = {"scale": args.scale, "machine": _machine(), "data": str(data),
-                     "embedding_option": f"{args.backend}/{args.precision}"}
-
-    if (data / "COMPLETE").exists() or args.data:
-        results["generate"] = {"wall_s": 0, "cpu_s": 0, "peak_rss_mib": 0, "reused": str(data)}
-    else:
-        shutil.rmtree(data, ignore_errors=True)
-        results["generate"] = measured(
-            [sys.executable, "-m", "news_ai_assets.mind.sample", "--scale", args.scale, "--out", str(data)], os.environ.copy(), log)
-        (data / "COMPLETE").touch()
+    data = args.data or ROOT / "benchmarks" / "data" / name
+    days = [(dt.date.fromisoformat(FIRST) + dt.timedelta(days=d)).isoformat() for d in range(args.days or 14)]
+    results: dict = {"scale": name, "machine": _machine(), "cpu": cpu_model(), "measured": dt.date.today().isoformat(),
+                     "data": str(data), "days": [days[0], days[-1]], "embedding_option": f"{args.backend}/{args.precision}",
+                     "repeats": args.repeats}
+    results["generate"] = generated(data, args.scale, args.days, reuse=bool(args.data), log=log)
     print("generate", results["generate"], flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
@@ -373,16 +486,31 @@ def main(argv: list[str] | None = None) -> None:
         env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
     try:
         first = Home(work, "one_run", env)
-        results["one_run"] = {**first.run([FIRST, LAST], log), "database_mib": first.size_mib()}
+        results["one_run"] = {**first.run(days, log), "database_mib": first.size_mib()}
         print("one_run", {k: v for k, v in results["one_run"].items() if k != "steps"}, flush=True)
         results["evaluation"] = first.run([], log)  # gold/ranker_evaluation on what one_run stored
         print("evaluation", {k: v for k, v in results["evaluation"].items() if k != "steps"}, flush=True)
         results["silver_columns"] = _silver_columns(first.database)
+        if "embeddings_alone" not in args.skip:
+            results["embeddings_alone"] = embeddings_alone(data, args.backend, args.precision, log)
+            in_pipeline = results["one_run"]["steps"]["features__text_embeddings"].get("texts_per_second")
+            if in_pipeline:
+                results["embedding_ratio"] = round(in_pipeline / results["embeddings_alone"]["texts_per_second"], 3)
+            print("embeddings_alone", results["embeddings_alone"], flush=True)
         if "no_inference" not in args.skip:
-            second = Home(work, "no_inference_run", env)
-            copy_embedding_cache(first.database, second.database)
-            results["no_inference_run"] = {**second.run([FIRST, LAST], log), "database_mib": second.size_mib()}
-            print("no_inference_run", {k: v for k, v in results["no_inference_run"].items() if k != "steps"}, flush=True)
+            tries = []
+            for attempt in range(args.repeats):
+                second = Home(work, f"no_inference_run_{attempt}", env)
+                copy_embedding_cache(first.database, second.database)
+                tries.append({**second.run(days, log), "database_mib": second.size_mib()})
+                print("no_inference_run", {k: v for k, v in tries[-1].items() if k != "steps"}, flush=True)
+                shutil.rmtree(second.root)
+            results["no_inference_run"] = median_of(tries)
+        if "floor" not in args.skip:
+            results["floor"] = median_of([floor(data, first.database, work, log) for _ in range(args.repeats)])
+            if "no_inference_run" in results:
+                results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
+            print("floor", {k: v for k, v in results["floor"].items() if k != "stages"}, flush=True)
         if args.storage == "delta":
             for concurrent in (1, 2):
                 delta = DeltaHome(work, f"delta_{concurrent}", env, concurrent)
@@ -393,15 +521,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(first.root)
         if "daily" not in args.skip:
             daily = Home(work, "daily", env)
-            next_day = (dt.date.fromisoformat(FIRST) + dt.timedelta(days=1)).isoformat()
-            results["daily_first_day"] = daily.run([FIRST], log)
-            results["daily_next_day"] = daily.run([next_day], log)
+            results["daily_first_day"] = daily.run(days[:1], log)
+            results["daily_next_day"] = daily.run(days[1:2], log)
             print("daily", results["daily_first_day"]["wall_s"], results["daily_next_day"]["wall_s"], flush=True)
-        if "floor" not in args.skip:
-            results["floor"] = floor(data, work, log)
-            if "no_inference_run" in results:
-                results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
-            print("floor", results["floor"], flush=True)
     except SystemExit as err:  # a run failed: the runs before it are still reported
         results["failed"] = str(err)
     finally:
@@ -413,9 +535,12 @@ def main(argv: list[str] | None = None) -> None:
         print("baseline", results["baseline"], flush=True)
     results["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / "results.md").write_text(markdown(results))
+    reference_file = args.reference or ROOT / "benchmarks" / "reference" / f"{name}.json"
+    reference = json.loads(reference_file.read_text()) if reference_file.exists() else None
+    report = markdown(results, reference)
+    (out / "results.md").write_text(report)
     plot(results, out / "report.png")
-    print(markdown(results))
+    print(report)
     print(f"results in {out}")
     if "failed" in results:
         raise SystemExit(results["failed"])
@@ -434,10 +559,28 @@ def _native_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
+def cpu_model() -> str:
+    """The CPU's model name, family/model/stepping and the matrix instructions the encoder's speed
+    depends on (these boxes share a model name across CPUs whose encoder rates differ 2.2x)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    matrix = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx2") if f in flags][:2] or ["no AVX2"]
+    return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')} "
+            f"stepping {fields.get('stepping', '?')}; {', '.join(matrix)})")
+
+
 def _machine() -> str:
     import platform
 
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":

@@ -1,26 +1,45 @@
 """The benchmark scripts stay runnable: the SQL floor computes silver's rows, the runner writes its report."""
 
+import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from benchmarks import sql_floor
+from benchmarks import loop, run, sql_floor
 from news_ai_assets.mind import sample
+from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.doc_blocks import clean_env, run_bash, user_folder
-from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets_tests.pipeline import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_sql_floor_computes_one_row_per_candidate(tmp_path, tiny_mind):
-    floor = sql_floor.run(tiny_mind, tmp_path / "floor.duckdb")
-    db = tmp_path / "pipeline.duckdb"
-    materialize(db, tiny_mind, "2019-11-09", "2019-11-22", selection=["bronze/behaviors", "features/interactions"])
-    assert floor["rows"] == read_table(db, "features.interactions").height
-    assert floor["columns"] >= 80 and set(floor["steps_s"]) >= {"user_features", "silver_floor"}
+def _floor_matches_graph(floor: Path, graph: Path, table: str, key: list[str], last_day: str) -> int:
+    """Every row and column of the graph's `table` equals the floor's (floats to 1e-6, lists equal)."""
+    ours = read_table(graph, f"silver.{table}").sort(key)
+    theirs = read_table(floor, table).filter(pl.col("date") <= dt.date.fromisoformat(last_day)).sort(key)
+    assert theirs.columns == ours.columns
+    assert_rows_match(theirs, ours.to_dicts(), key)
+    return ours.height
+
+
+def test_the_sql_floor_computes_what_the_graph_gives_consumers(tmp_path, tiny_mind, tiny_graph):
+    # The floor reads the graph's cached vectors; it computes every day of the files, the graph 09..15.
+    floor = sql_floor.run(tiny_mind, tiny_graph, tmp_path / "floor.duckdb")
+    examples = _floor_matches_graph(tmp_path / "floor.duckdb", tiny_graph, "training_examples",
+                                    ["date", "split", "impression_id", "position"], "2019-11-15")
+    impressions = _floor_matches_graph(tmp_path / "floor.duckdb", tiny_graph, "impressions",
+                                       ["date", "split", "impression_id"], "2019-11-15")
+    assert examples > 0 and impressions > 0 and floor["rows"] > examples and floor["impressions"] > impressions
+    similar = read_table(tiny_graph, "silver.training_examples").select(
+        pl.col("history_similarity", "history_entity_similarity").is_not_null().sum())
+    assert similar.row(0) > (0, 0), "the comparison would not see the similarities"
+    assert set(floor["steps_s"]) == set(floor["stages"])
 
 
 @pytest.mark.slow
@@ -62,3 +81,45 @@ def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path
     for option in ("torch/fp32", "openvino/fp32"):
         assert rows[("Encoder", option)]["min cosine (sentence-transformers fp32 here)"] >= 0.99999
     assert "runs on CUDA and MPS GPUs, not on the CPU" in rows[("Encoder", "torch/fp16")]["refused"]
+
+
+def _try(wall: float, silver: float) -> dict:
+    return {"wall_s": wall, "cpu_s": wall, "peak_rss_mib": 100.0, "steps": {"silver__training_examples": {"step_s": silver}}}
+
+
+def test_repeated_runs_are_reported_by_their_medians_and_a_slower_median_is_marked():
+    median = run.median_of([_try(10, 5), _try(30, 4), _try(12, 9)])
+    assert (median["wall_s"], median["steps"]["silver__training_examples"]["step_s"]) == (12, 5)
+    assert median["tries_wall_s"] == [10, 30, 12]
+    cpu = run.cpu_model()
+    kept = {"measured": "2026-12-07", "cpu": cpu, "runs": {"silver 2019-11-11": _try(11, 4.3)}}
+    figures = {"scale": "large", "cpu": cpu, "embedding_option": "openvino/bf16", "repeats": 3,
+               "runs": {"silver 2019-11-11": median}}
+    text = loop.report(figures, kept)
+    assert "| silver__training_examples | **5** (>= 15% slower) | 4.3 |" in text  # 5 >= 1.15 x 4.3
+    assert "12 s wall" in text and "**12**" not in text  # 12 < 1.15 x 11
+    assert "Another CPU" not in text
+    assert "Another CPU" in loop.report(figures, {**kept, "cpu": "another model"})
+
+
+@pytest.mark.slow
+def test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database(tmp_path, tiny_mind):
+    # docs/benchmark.md's recipe at tiny scale, 2 tries each, on the tiny sample
+    folder = user_folder(tmp_path / "user")
+    loop_folder = tmp_path / "loop"
+    completed = run_bash("speed-loop", folder, clean_env(), timeout=900, replace={
+        "benchmarks/results/loop-large": str(loop_folder), "--scale large --days 3": f"--scale tiny --days 3 --data {tiny_mind}",
+        "--repeats 3": "--repeats 2"})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    stored = read_table(loop_folder / "kept" / "bench.duckdb", "silver.training_examples")
+    assert sorted(stored.get_column("date").unique()) == [dt.date(2019, 11, d) for d in (9, 10, 11)]
+    silver, daily = completed.stdout.split("# Speed loop")[1:]
+    assert "## silver/training_examples 2019-11-11: " in silver and "| silver__training_examples | " in silver
+    assert "silver__impressions" not in silver.split("## ")[1]
+    assert len(re.findall("silver/training_examples 2019-11-11 try", completed.stdout)) == 2
+    # every daily asset of the next day, whose new texts each try embeds, as the kept state lacks them
+    assert "## daily 2019-11-12: " in daily and "| silver__impressions | " in daily
+    assert len(re.findall(r"\| features__text_embeddings \|.*newly_embedded [1-9]", daily)) == 1
+    # the kept database is as it was built; nothing of the tries is left
+    assert read_table(loop_folder / "kept" / "bench.duckdb", "silver.training_examples").equals(stored)
+    assert not (loop_folder / "try").exists()

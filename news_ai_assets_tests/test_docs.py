@@ -30,6 +30,7 @@ RUN_BY = {
     "cli": "test_docs.py::test_the_cli_block_runs_in_a_fresh_folder",
     "sample": "test_docs.py::test_the_sample_command_writes_a_mind_folder",
     "benchmark": "test_benchmarks.py::test_the_benchmark_runs_end_to_end_at_tiny_scale",
+    "speed-loop": "test_benchmarks.py::test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database",
     "embedding-benchmark": "test_benchmarks.py::test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there",
     "tests": "test_docs.py::test_ci_runs_the_documented_test_command (and CI itself)",
     "deployment-yaml": "test_docs.py::test_the_deployment_yaml_is_a_valid_instance_config",

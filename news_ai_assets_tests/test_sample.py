@@ -76,3 +76,16 @@ def test_every_split_has_all_three_files(tiny_mind):
 def test_command_line(tmp_path):
     sample.main(["--scale", "tiny", "--out", str(tmp_path)])
     assert (tmp_path / "MINDsample_dev" / "behaviors.tsv").stat().st_size > 0
+
+
+def test_a_window_of_days_keeps_each_days_density(tmp_path, demo_mind):
+    # The benchmark's window: the first N days only, each with the impressions it has in the whole scale.
+    sample.main(["--scale", "demo", "--days", "7", "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MINDsample_dev", "MINDsample_train"]
+    per_day = {}
+    for root in (tmp_path, demo_mind):
+        behaviors, rejects, _ = read_behaviors(discover_splits(root), dt.date(2019, 11, 9), dt.date(2019, 11, 23))
+        assert rejects.height == 0
+        per_day[root] = dict(behaviors.group_by("date").len().iter_rows())
+    window = [dt.date(2019, 11, d) for d in range(9, 16)]
+    assert per_day[tmp_path] == {day: per_day[demo_mind][day] for day in window}
