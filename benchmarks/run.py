@@ -272,6 +272,14 @@ def floor_stages(results: dict) -> list[tuple[str, float, float]]:
     return [*rows, rest]
 
 
+def best_of_floor(results: dict) -> float:
+    """Seconds of a floor that does each stage the faster way, the graph's or the floor's, plus the
+    floor's start-up: where the floor's SQL is slower than the graph's step, the whole ratio hides
+    the overhead of the other steps; this one does not."""
+    *stages, (_, _, floor_rest) = floor_stages(results)
+    return sum(min(graph_s, floor_s) for _, graph_s, floor_s in stages) + floor_rest
+
+
 def embeddings_alone(data: Path, backend: str, precision: str, log: Path) -> dict:
     """benchmarks/gpu_embeddings.py on the CPU for the pipeline's option over the data's texts: the
     encoder's rate outside the pipeline, which the one run's text_embeddings step is measured against."""
@@ -366,6 +374,8 @@ def markdown(results: dict, reference: dict | None = None) -> str:
                          f"{r['peak_rss_mib']}{_target_note(r['peak_rss_mib'], t.get('peak_rss_mib'))} | "
                          f"{_kept(r['peak_rss_mib'], k.get('peak_rss_mib'))} | {r.get('database_mib', '')} |")
     for ratio, text in (("floor_ratio", "no_inference_run / SQL floor"),
+                        ("floor_best_ratio", "no_inference_run / a floor doing each stage the faster way (graph's or "
+                                             "floor's) plus the floor's start-up"),
                         ("embedding_ratio", "the one run's texts/s / embeddings_alone's")):
         if ratio in results:
             lines += ["", f"{text} = **{results[ratio]}**{_target_note(results[ratio], targets.get(ratio), ratio in AT_LEAST)}"
@@ -510,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
             results["floor"] = median_of([floor(data, first.database, work, log) for _ in range(args.repeats)])
             if "no_inference_run" in results:
                 results["floor_ratio"] = round(results["no_inference_run"]["wall_s"] / results["floor"]["wall_s"], 2)
+                results["floor_best_ratio"] = round(results["no_inference_run"]["wall_s"] / best_of_floor(results), 2)
             print("floor", {k: v for k, v in results["floor"].items() if k != "stages"}, flush=True)
         if args.storage == "delta":
             for concurrent in (1, 2):

@@ -8,9 +8,13 @@ an unclicked candidate (the others have no ranking to judge):
 Ranks order candidates by score, highest first; equal scores keep the order they were shown in.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingClassifier
+
+if TYPE_CHECKING:  # scikit-learn is imported where a ranker is trained: at import it cost every run ~1 s
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 SEED = 0
 MAX_TRAIN_IMPRESSIONS = 20_000  # a sample of the train days' impressions, the same every run
@@ -63,8 +67,10 @@ def summary(scored: pl.DataFrame) -> dict[str, float]:
     return {"impressions": metrics.height, **{m: float(metrics.get_column(m).mean() or 0.0) for m in METRICS}}
 
 
-def fit_ranker(train: pl.DataFrame, features: list[str]) -> HistGradientBoostingClassifier:
+def fit_ranker(train: pl.DataFrame, features: list[str]) -> "HistGradientBoostingClassifier":
     """A gradient-boosted classifier of clicked on `features` (NULL is missing, which it handles), fixed seed."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False,
                                            random_state=SEED)
     return model.fit(_matrix(train, features), train.get_column("clicked").cast(pl.Int8).to_numpy())
@@ -74,5 +80,5 @@ def _matrix(rows: pl.DataFrame, features: list[str]) -> np.ndarray:
     return rows.select(pl.col(features).cast(pl.Float64)).to_numpy()
 
 
-def scores(model: HistGradientBoostingClassifier, rows: pl.DataFrame, features: list[str]) -> pl.Series:
+def scores(model: "HistGradientBoostingClassifier", rows: pl.DataFrame, features: list[str]) -> pl.Series:
     return pl.Series("score", model.predict_proba(_matrix(rows, features))[:, 1])
