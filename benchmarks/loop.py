@@ -107,8 +107,8 @@ def report(figures: dict, kept: dict | None) -> str:
         for step, s in sorted(result["steps"].items(), key=lambda item: -item[1].get("step_s", 0)):
             kept_s = kept_run.get("steps", {}).get(step, {}).get("step_s")
             notes = ", ".join(f"{k} {s[k]}" for k in ("newly_embedded", "texts_per_second", "cache_hits") if k in s)
-            lines.append(f"| {step} | {_marked(s.get('step_s', 0), kept_s)} | {kept_s or ''} | {s.get('row_count', '')} | "
-                         f"{s.get('rows_per_s', '')} | {notes} |")
+            lines.append(f"| {step} | {_marked(s.get('step_s', 0), kept_s)} | {kept_s or ''} | "
+                         f"{s.get('row_count', '')} | {s.get('rows_per_s', '')} | {notes} |")
         lines.append("")
     return "\n".join(lines)
 

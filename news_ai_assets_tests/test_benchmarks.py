@@ -84,7 +84,8 @@ def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path
 
 
 def _try(wall: float, silver: float) -> dict:
-    return {"wall_s": wall, "cpu_s": wall, "peak_rss_mib": 100.0, "steps": {"silver__training_examples": {"step_s": silver}}}
+    return {"wall_s": wall, "cpu_s": wall, "peak_rss_mib": 100.0,
+            "steps": {"silver__training_examples": {"step_s": silver}}}
 
 
 def test_repeated_runs_are_reported_by_their_medians_and_a_slower_median_is_marked():
@@ -108,8 +109,8 @@ def test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_databa
     folder = user_folder(tmp_path / "user")
     loop_folder = tmp_path / "loop"
     completed = run_bash("speed-loop", folder, clean_env(), timeout=900, replace={
-        "benchmarks/results/loop-large": str(loop_folder), "--scale large --days 3": f"--scale tiny --days 3 --data {tiny_mind}",
-        "--repeats 3": "--repeats 2"})
+        "benchmarks/results/loop-large": str(loop_folder),
+        "--scale large --days 3": f"--scale tiny --days 3 --data {tiny_mind}", "--repeats 3": "--repeats 2"})
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     stored = read_table(loop_folder / "kept" / "bench.duckdb", "silver.training_examples")
     assert sorted(stored.get_column("date").unique()) == [dt.date(2019, 11, d) for d in (9, 10, 11)]
