@@ -19,7 +19,6 @@ when the CPU differs. `--out FILE` writes the figures as JSON (copy it there to 
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,21 +26,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import FIRST, SLOWER, Home, cpu_model, generated, median_of, other_cpu  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    SLOWER, Home, cpu_model, first_days, generated, is_slower, median_of, other_cpu, pipeline_env,
+)
 
 DAILY = "daily"
 
 
-def _day(offset: int) -> str:
-    return (dt.date.fromisoformat(FIRST) + dt.timedelta(days=offset)).isoformat()
-
-
 def _environment(loop: dict) -> dict:
-    env = {**os.environ, "NEWS_AI_MIND_DIR": loop["data"], "NEWS_AI_EMBEDDING_DEVICE": "cpu",
-           "NEWS_AI_EMBEDDING_BACKEND": loop["backend"], "NEWS_AI_EMBEDDING_PRECISION": loop["precision"]}
-    if loop["scale"] == "tiny":  # as benchmarks/run.py: a tiny day's missing share moves by ~10% a user
-        env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
-    return env
+    return pipeline_env(Path(loop["data"]), loop["scale"], loop["backend"], loop["precision"])
+
+
+def days_without_lines(database: Path, days: list[str]) -> list[str]:
+    """Those of `days` on which the raw files a run staged into `database` hold no line (bronze.source_days)."""
+    from news_ai_assets.storage.duckdb_file import connect
+
+    with connect(database, read_only=True) as conn:
+        lines = {str(day): n for day, n in
+                 conn.execute("SELECT date, sum(lines) FROM bronze.source_days GROUP BY date").fetchall()}
+    return [day for day in days if not lines.get(day)]
 
 
 def build(folder: Path, scale: str, days: int, backend: str, precision: str, data: Path | None) -> dict:
@@ -52,11 +55,15 @@ def build(folder: Path, scale: str, days: int, backend: str, precision: str, dat
     log = folder / "build.log"
     source = data or folder / "mind"
     generate = generated(source, scale, days + 1, reuse=data is not None, log=log)
-    loop = {"scale": scale, "data": str(source), "kept_days": [_day(0), _day(days - 1)], "next_day": _day(days),
+    *kept, next_day = first_days(days + 1)
+    loop = {"scale": scale, "data": str(source), "kept_days": [kept[0], kept[-1]], "next_day": next_day,
             "backend": backend, "precision": precision, "cpu": cpu_model(), "generate": generate}
     home = Home(folder, "kept", _environment(loop))
-    print(f"building {home.root}: every daily asset for {loop['kept_days'][0]}...{loop['kept_days'][1]}", flush=True)
-    loop["build"] = {**home.run([_day(d) for d in range(days)], log), "database_mib": home.size_mib()}
+    print(f"building {home.root}: every daily asset for {kept[0]}...{kept[-1]}", flush=True)
+    loop["build"] = {**home.run(kept, log), "database_mib": home.size_mib()}
+    if empty := days_without_lines(home.database, [*kept, next_day]):  # a try would time an empty day
+        raise SystemExit(f"{source} holds no impressions on {', '.join(empty)}: the loop needs {days} kept days and "
+                         f"the next one; remove {folder / 'kept'} and build from data that holds them")
     (folder / "loop.json").write_text(json.dumps(loop, indent=2))
     return loop
 
@@ -75,6 +82,8 @@ def _try(folder: Path, loop: dict, selection: str, day: str, log: Path) -> dict:
 
 def time_steps(folder: Path, selections: list[str], day: str | None, repeats: int) -> dict:
     """Each selection for its day, `repeats` times; the tries and their medians."""
+    if not (folder / "loop.json").is_file():
+        raise SystemExit(f"{folder} holds no loop.json: build a kept database there first (loop.py build {folder})")
     loop = json.loads((folder / "loop.json").read_text())
     log = folder / "time.log"
     figures = {"scale": loop["scale"], "cpu": cpu_model(), "measured": dt.date.today().isoformat(),
@@ -114,7 +123,7 @@ def report(figures: dict, kept: dict | None) -> str:
 
 
 def _marked(value: float, kept: float | None) -> str:
-    return f"**{value}** (>= {SLOWER - 1:.0%} slower)" if kept and value >= SLOWER * kept else f"{value}"
+    return f"**{value}** (>= {SLOWER - 1:.0%} slower)" if is_slower(value, kept) else f"{value}"
 
 
 def main(argv: list[str] | None = None) -> None:

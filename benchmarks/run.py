@@ -24,8 +24,9 @@ With --storage delta, also: the no-inference graph on Delta tables as a backfill
    (--baseline-users 0, the default at small scale) or a sample of them.
 
 --days N runs all of it on the first N days only, each as dense as at the whole scale (`--scale large
---days 3`: MIND-large's density; the evaluation, which scores the dev day 2019-11-15, needs N >= 7); --repeats N runs no_inference_run and the floor N times
-and reports their medians. For one step at a time, see benchmarks/loop.py.
+--days 3`: MIND-large's density; the evaluation, which scores the dev day 2019-11-15, needs N >= 7);
+--repeats N runs no_inference_run and the floor N times and reports their medians. For one step at a
+time, see benchmarks/loop.py.
 
 Results go to <results>/<scale>[-<N>d]/: results.json, results.md and report.png, with the targets and,
 where benchmarks/reference/<scale>[-<N>d].json is kept (a results.json of the figures the docs quote),
@@ -78,6 +79,25 @@ def measured(command: list[str], env: dict, log: Path) -> dict:
         raise SystemExit(f"{' '.join(command)} failed with exit code {code}; see {log}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mib": round(usage.ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1), 1)}
+
+
+def first_days(count: int) -> list[str]:
+    """The first `count` days of the MIND calendar."""
+    return [(dt.date.fromisoformat(FIRST) + dt.timedelta(days=d)).isoformat() for d in range(count)]
+
+
+def pipeline_env(data: Path, scale: str, backend: str, precision: str) -> dict:
+    """The environment every benchmarked run gets: the data, the encoder's option, on the CPU."""
+    env = {**os.environ, "NEWS_AI_MIND_DIR": str(data), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
+           "NEWS_AI_EMBEDDING_BACKEND": backend, "NEWS_AI_EMBEDDING_PRECISION": precision}
+    if scale == "tiny":  # ~10 impressions a day: one user without history moves a day's missing share by ~10%
+        env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
+    return env
+
+
+def is_slower(value: float | None, kept: float | None) -> bool:
+    """Whether a new figure is SLOWER (15%) or more above its kept reference."""
+    return bool(kept) and value is not None and value >= SLOWER * kept
 
 
 def generated(data: Path, scale: str, days: int | None, reuse: bool, log: Path) -> dict:
@@ -344,7 +364,7 @@ def _kept(value: float | None, kept: float | None) -> str:
     """The kept reference's figure beside a new one, marked when the new one is ≥ 15% slower."""
     if not kept or value is None:
         return ""
-    return f"{kept}{' **≥15% slower**' if value >= SLOWER * kept else ''}"
+    return f"{kept}{f' **≥{SLOWER - 1:.0%} slower**' if is_slower(value, kept) else ''}"
 
 
 def other_cpu(kept: str | None, now: str) -> str:
@@ -476,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of no_inference_run and the floor; their medians are reported and compared")
     args = parser.parse_args(argv)
+    if args.days and args.data:  # the floor computes every day of the files, the runs only the window's
+        parser.error("--days generates its own window of days; with --data, the floor would compute every day of "
+                     "that folder against the runs' first N: pass a folder holding only those days, without --days")
     started = time.perf_counter()
 
     name = f"{args.scale}-{args.days}d" if args.days else args.scale
@@ -484,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     log = out / "runs.log"
     log.unlink(missing_ok=True)
     data = args.data or ROOT / "benchmarks" / "data" / name
-    days = [(dt.date.fromisoformat(FIRST) + dt.timedelta(days=d)).isoformat() for d in range(args.days or 14)]
+    days = first_days(args.days or 14)
     results: dict = {"scale": name, "machine": _machine(), "cpu": cpu_model(), "measured": dt.date.today().isoformat(),
                      "data": str(data), "days": [days[0], days[-1]], "embedding_option": f"{args.backend}/{args.precision}",
                      "repeats": args.repeats}
@@ -492,10 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     print("generate", results["generate"], flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
-    env = {**os.environ, "NEWS_AI_MIND_DIR": str(data), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
-           "NEWS_AI_EMBEDDING_BACKEND": args.backend, "NEWS_AI_EMBEDDING_PRECISION": args.precision}
-    if args.scale == "tiny":  # ~10 impressions a day: one user without history moves a day's missing share by ~10%
-        env["NEWS_AI_MAX_MISSING_CROSS_SHARE"] = "0.2"
+    env = pipeline_env(data, args.scale, args.backend, args.precision)
     try:
         first = Home(work, "one_run", env)
         results["one_run"] = {**first.run(days, log), "database_mib": first.size_mib()}

@@ -103,6 +103,18 @@ def test_repeated_runs_are_reported_by_their_medians_and_a_slower_median_is_mark
     assert "Another CPU" in loop.report(figures, {**kept, "cpu": "another model"})
 
 
+def test_the_loop_refuses_what_it_cannot_time(tmp_path, tiny_graph):
+    # a kept database must hold lines on its days and the next one, or a try would time an empty day
+    assert loop.days_without_lines(tiny_graph, ["2019-11-09", "2019-11-22", "2019-11-23"]) == ["2019-11-23"]
+    with pytest.raises(SystemExit, match="holds no loop.json: build a kept database there first"):
+        loop.main(["time", str(tmp_path / "never_built"), "daily"])
+    # a window's floor would compute every day of a named folder against the runs' first N
+    completed = subprocess.run([sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--days", "3",
+                                "--data", tmp_path, "--results", tmp_path / "results"], capture_output=True, text=True)
+    assert completed.returncode == 2 and "the floor would compute every day of that folder" in completed.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow
 def test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database(tmp_path, tiny_mind):
     # docs/benchmark.md's recipe at tiny scale, 2 tries each, on the tiny sample
