@@ -134,6 +134,33 @@ def _user_preferences(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFr
     return totals, *shares
 
 
+class Shares:
+    """Users' shares of one kind (category or subcategory), found by (user row, kind code) with a
+    binary search over sorted integer keys. A join of each chunk on (user_id, kind) rebuilt the
+    hash table of every pair of the day per chunk: 15 of a MIND-large day's 55 s of compute."""
+
+    def __init__(self, shares: pl.DataFrame, kind: str, user_rows: pl.DataFrame, codes: pl.DataFrame):
+        self.kind, self.count = kind, codes.height
+        keyed = (shares.join(user_rows, on="user_id").join(codes, on=kind)
+                 .select(self._key(pl.col("user_row"), pl.col(f"{kind}_code")).alias("key"), f"user_{kind}_ratio")
+                 .sort("key"))
+        self.keys = keyed.get_column("key").to_numpy()
+        self.ratios = keyed.get_column(f"user_{kind}_ratio").to_numpy()
+
+    def _key(self, user_row: pl.Expr, code: pl.Expr) -> pl.Expr:
+        return user_row.cast(pl.Int64) * self.count + code.cast(pl.Int64)
+
+    def of(self, rows: pl.DataFrame) -> pl.Series:
+        """The share for each row's user_row and {kind}_code; null where the pair has none."""
+        keys = rows.select(self._key(pl.col("user_row"), pl.col(f"{self.kind}_code")).fill_null(-1)).to_series().to_numpy()
+        at = np.searchsorted(self.keys, keys)
+        hit = (keys >= 0) & (at < len(self.keys))
+        hit[hit] = self.keys[at[hit]] == keys[hit]
+        values = np.full(len(keys), np.nan)
+        values[hit] = self.ratios[at[hit]]
+        return pl.Series(f"user_{self.kind}_ratio", values, nan_to_null=True)  # a share is never NaN (known items >= 1)
+
+
 def _matrix(embeddings: pl.Series) -> np.ndarray:
     """Vectors (a list or fixed-size array column) as a float32 matrix, one row each."""
     if isinstance(embeddings.dtype, pl.List):
@@ -259,9 +286,15 @@ def silver_for_day(
         users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
         .join(known_items, on="user_id", how="left")
     )
+    codes = {kind: categories.select(kind).drop_nulls().unique().sort(kind).with_row_index(f"{kind}_code")
+             for kind in ("category", "subcategory")}
+    shares = [Shares(share, kind, per_user.select("user_id", "user_row"), codes[kind])
+              for share, kind in ((category_share, "category"), (subcategory_share, "subcategory"))]
     per_article = (
         rows.select("news_id").unique()
         .join(categories, on="news_id", how="left")
+        .join(codes["category"], on="category", how="left")
+        .join(codes["subcategory"], on="subcategory", how="left")
         .join(candidates, on="news_id", how="left")
         .join(texts.index, on="news_id", how="left")
         .join(entities.index, on="news_id", how="left")
@@ -274,9 +307,8 @@ def silver_for_day(
             rows.slice(start, chunk_rows)
             .join(per_user, on="user_id", how="left", maintain_order="left")
             .join(per_article, on="news_id", how="left", maintain_order="left")
-            .join(category_share, on=["user_id", "category"], how="left", maintain_order="left")
-            .join(subcategory_share, on=["user_id", "subcategory"], how="left", maintain_order="left")
         )
+        chunk = chunk.with_columns(*(share.of(chunk) for share in shares))
         user_rows = chunk.get_column("user_row").fill_null(-1).to_numpy()
         has_preferences = (pl.col("known_items") > 0) & pl.col("category").is_not_null()
         yield chunk.with_columns(
