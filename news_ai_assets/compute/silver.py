@@ -32,6 +32,7 @@ floats are computed row by row in a fixed order: the same inputs give the same b
 
 import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -135,29 +136,26 @@ def _user_preferences(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFr
 
 
 class Shares:
-    """Users' shares of one kind (category or subcategory), found by (user row, kind code) with a
-    binary search over sorted integer keys. A join of each chunk on (user_id, kind) rebuilt the
-    hash table of every pair of the day per chunk: 15 of a MIND-large day's 55 s of compute."""
+    """Users' shares of one kind (category or subcategory) in a users x kinds table, for the kinds
+    of the day's candidates only (float32, as stored: 200 MB for 250k users and 200 subcategories),
+    looked up by (user row, kind code). A join of each chunk on (user_id, kind) rebuilt the hash
+    table of the day's ~4 M (user, kind) pairs per chunk: 15 of a MIND-large day's 55 s of compute."""
 
     def __init__(self, shares: pl.DataFrame, kind: str, user_rows: pl.DataFrame, codes: pl.DataFrame):
         self.kind, self.count = kind, codes.height
-        keyed = (shares.join(user_rows, on="user_id").join(codes, on=kind)
-                 .select(self._key(pl.col("user_row"), pl.col(f"{kind}_code")).alias("key"), f"user_{kind}_ratio")
-                 .sort("key"))
-        self.keys = keyed.get_column("key").to_numpy()
-        self.ratios = keyed.get_column(f"user_{kind}_ratio").to_numpy()
+        keyed = shares.join(user_rows, on="user_id").join(codes, on=kind)
+        self.table = np.full(user_rows.height * self.count, np.nan, dtype=np.float32)
+        self.table[self._keys(keyed)] = keyed.get_column(f"user_{kind}_ratio").cast(pl.Float32).to_numpy()
 
-    def _key(self, user_row: pl.Expr, code: pl.Expr) -> pl.Expr:
-        return user_row.cast(pl.Int64) * self.count + code.cast(pl.Int64)
+    def _keys(self, rows: pl.DataFrame) -> np.ndarray:
+        """Each row's place in the table; -1 where its user or kind is unknown."""
+        key = pl.col("user_row").cast(pl.Int64) * self.count + pl.col(f"{self.kind}_code").cast(pl.Int64)
+        return rows.select(key.fill_null(-1)).to_series().to_numpy()
 
     def of(self, rows: pl.DataFrame) -> pl.Series:
-        """The share for each row's user_row and {kind}_code; null where the pair has none."""
-        keys = rows.select(self._key(pl.col("user_row"), pl.col(f"{self.kind}_code")).fill_null(-1)).to_series().to_numpy()
-        at = np.searchsorted(self.keys, keys)
-        hit = (keys >= 0) & (at < len(self.keys))
-        hit[hit] = self.keys[at[hit]] == keys[hit]
-        values = np.full(len(keys), np.nan)
-        values[hit] = self.ratios[at[hit]]
+        """The share for each row's user_row and {kind}_code; null where the user has none of that kind."""
+        keys = self._keys(rows)
+        values = np.where(keys >= 0, self.table[np.maximum(keys, 0)], np.nan)
         return pl.Series(f"user_{self.kind}_ratio", values, nan_to_null=True)  # a share is never NaN (known items >= 1)
 
 
@@ -271,37 +269,38 @@ def silver_for_day(
     news: news_id, category, subcategory of D-W .. D.
     daily_candidates: candidate_stats of D-W .. D.
     """
-    users = active_users(behaviors, day)
-    window = lookback_window(behaviors, day, lookback_days)
-    categories = news.select("news_id", "category", "subcategory").unique("news_id")
-    known_items, category_share, subcategory_share = _user_preferences(users, window, categories)
-    candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
-
-    texts = UserVectors(users, embeddings.filter(pl.col("date") == day), "embedding", unit=True)
-    entities = UserVectors(users, entity_embeddings, "entity_embedding", unit=False)
-
     rows = interactions.filter(pl.col("date") == day).select(ID_COLUMNS).sort("split", "impression_id", "position")
-    # What a row needs of its user and of its article, joined once per day, not once per chunk.
-    per_user = (
-        users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
-        .join(known_items, on="user_id", how="left")
-    )
-    codes = {kind: categories.select(kind).drop_nulls().unique().sort(kind).with_row_index(f"{kind}_code")
-             for kind in ("category", "subcategory")}
-    shares = [Shares(share, kind, per_user.select("user_id", "user_row"), codes[kind])
-              for share, kind in ((category_share, "category"), (subcategory_share, "subcategory"))]
-    per_article = (
-        rows.select("news_id").unique()
-        .join(categories, on="news_id", how="left")
-        .join(codes["category"], on="category", how="left")
-        .join(codes["subcategory"], on="subcategory", how="left")
-        .join(candidates, on="news_id", how="left")
-        .join(texts.index, on="news_id", how="left")
-        .join(entities.index, on="news_id", how="left")
-    )
-    # For the whole day at once: needles sorted across the day walk the shows once per window (per
-    # chunk, every chunk walked all of them: 11 of a MIND-large day's 55 s of compute).
-    recent = pl.DataFrame(RecentShows(recent_shows, per_article, day).counts(rows))
+    with ThreadPoolExecutor(1, thread_name_prefix="recent_shows") as pool:
+        # For the whole day at once (per chunk, every chunk walked all the shows: 11 of a MIND-large day's 55 s),
+        # on a second core while the users' preferences and vectors are worked out (NumPy, SciPy and Polars
+        # release the GIL): 13 instead of 17 s to the first chunk of a MIND-large day, its 2 cores busy.
+        recent = pool.submit(lambda: pl.DataFrame(RecentShows(recent_shows, rows.select("news_id").unique(), day).counts(rows)))
+        users = active_users(behaviors, day)
+        window = lookback_window(behaviors, day, lookback_days)
+        categories = news.select("news_id", "category", "subcategory").unique("news_id")
+        known_items, category_share, subcategory_share = _user_preferences(users, window, categories)
+        candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
+        articles = rows.select("news_id").unique().join(categories, on="news_id", how="left")
+        texts = UserVectors(users, embeddings.filter(pl.col("date") == day), "embedding", unit=True)
+        entities = UserVectors(users, entity_embeddings, "entity_embedding", unit=False)
+        # What a row needs of its user and of its article, joined once per day, not once per chunk.
+        per_user = (
+            users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
+            .join(known_items, on="user_id", how="left")
+        )
+        codes = {kind: articles.select(kind).drop_nulls().unique().sort(kind).with_row_index(f"{kind}_code")
+                 for kind in ("category", "subcategory")}
+        shares = [Shares(share, kind, per_user.select("user_id", "user_row"), codes[kind])
+                  for share, kind in ((category_share, "category"), (subcategory_share, "subcategory"))]
+        per_article = (
+            articles
+            .join(codes["category"], on="category", how="left")
+            .join(codes["subcategory"], on="subcategory", how="left")
+            .join(candidates, on="news_id", how="left")
+            .join(texts.index, on="news_id", how="left")
+            .join(entities.index, on="news_id", how="left")
+        )
+        recent = recent.result()
     for start in range(0, max(rows.height, 1), chunk_rows):
         chunk = (
             rows.slice(start, chunk_rows)
