@@ -36,9 +36,10 @@ def test_the_sql_floor_computes_what_the_graph_gives_consumers(tmp_path, tiny_mi
     impressions = _floor_matches_graph(tmp_path / "floor.duckdb", tiny_graph, "impressions",
                                        ["date", "split", "impression_id"], "2019-11-15")
     assert examples > 0 and impressions > 0 and floor["rows"] > examples and floor["impressions"] > impressions
-    similar = read_table(tiny_graph, "silver.training_examples").select(
-        pl.col("history_similarity", "history_entity_similarity").is_not_null().sum())
-    assert similar.row(0) > (0, 0), "the comparison would not see the similarities"
+    seen = read_table(tiny_graph, "silver.training_examples").select(
+        pl.col("history_similarity", "history_entity_similarity").is_not_null().sum(),
+        (pl.col("candidate_impressions_1h", "candidate_clicks_24h") > 0).sum())
+    assert min(seen.row(0)) > 0, f"the comparison would not see the similarities or the popularity windows: {seen.row(0)}"
     assert set(floor["steps_s"]) == set(floor["stages"])
 
 
