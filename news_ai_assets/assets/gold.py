@@ -2,6 +2,8 @@
 
 import time
 
+from collections.abc import Iterator
+
 import dagster as dg
 import duckdb
 import polars as pl
@@ -131,27 +133,28 @@ def evaluation_markdown(ranker: dict, popularity: dict) -> dg.MarkdownMetadataVa
     return dg.MetadataValue.md("\n".join(lines))
 
 
-@dg.asset_check(asset=EVALUATION, description="Both models were scored on dev impressions, every metric within [0, 1].",
-                blocking=True)
-def metrics_in_range(database: Database) -> dg.AssetCheckResult:
+@dg.multi_asset_check(specs=[
+    dg.AssetCheckSpec("metrics_in_range", asset=EVALUATION, blocking=True,
+                      description="Both models were scored on dev impressions, every metric within [0, 1]."),
+    dg.AssetCheckSpec("ranker_beats_popularity", asset=EVALUATION,
+                      description="The ranker's dev group AUC is above the popularity baseline's (a warning: a feature "
+                                  "change that loses to popularity needs a look)."),
+])
+def evaluation_checks(database: Database) -> Iterator[dg.AssetCheckResult]:
+    """Both checks in one step, so a run reports them on one line (as the other assets' checks)."""
     with database.connect() as conn:
         rows, impressions, out_of_range = conn.execute(
             f"SELECT count(*), min(impressions), count(*) FILTER (WHERE NOT ({' AND '.join(f'{m} BETWEEN 0 AND 1' for m in METRICS)})) "
             "FROM gold.ranker_evaluation"
         ).fetchone()
-    return dg.AssetCheckResult(passed=rows == 2 and (impressions or 0) > 0 and out_of_range == 0,
-                               metadata={"models": rows, "dev_impressions": impressions or 0, "out_of_range_rows": out_of_range})
-
-
-@dg.asset_check(asset=EVALUATION, description="The ranker's dev group AUC is above the popularity baseline's (a warning: "
-                                              "a feature change that loses to popularity needs a look).")
-def ranker_beats_popularity(database: Database) -> dg.AssetCheckResult:
-    with database.connect() as conn:
         ranker, popularity = (value for (value,) in conn.execute(
             "SELECT group_auc FROM gold.ranker_evaluation ORDER BY model LIKE 'popularity%'").fetchall())
-    return dg.AssetCheckResult(passed=ranker > popularity, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"ranker_group_auc": ranker, "popularity_group_auc": popularity,
-                                         "lift": ranker - popularity})
+    yield dg.AssetCheckResult(check_name="metrics_in_range", passed=rows == 2 and (impressions or 0) > 0 and out_of_range == 0,
+                              metadata={"models": rows, "dev_impressions": impressions or 0, "out_of_range_rows": out_of_range})
+    yield dg.AssetCheckResult(check_name="ranker_beats_popularity", passed=ranker > popularity,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"ranker_group_auc": ranker, "popularity_group_auc": popularity,
+                                        "lift": ranker - popularity})
 
 
-gold_checks = [metrics_in_range, ranker_beats_popularity]
+gold_checks = [evaluation_checks]
