@@ -149,6 +149,28 @@ def test_the_demo_prints_a_line_per_step_and_no_warning(tmp_path):
     assert "RUN_SUCCESS" in log.read_text() and len(log.read_text().splitlines()) > 300
     assert any("texts embedded:" in line for line in lines)  # progress of the longest step
     assert any(line.startswith("| ranker (gradient-boosted, all features)") for line in lines)
+    _readme_prints_what_the_demo_printed(lines, tmp_path / "data" / "news_ai.duckdb")
+
+
+def _readme_prints_what_the_demo_printed(lines: list[str], database: Path) -> None:
+    """The demo is deterministic, so the README's quoted output must be its output: each quoted step's
+    days and rows, the evaluation table line for line, and the prose's impressions and articles."""
+    (quoted,) = [b.text for b in blocks() if b.document.name == "README.md" and "✓ bronze/behaviors" in b.text]
+    compared = 0
+    for line in quoted.splitlines():
+        if step := re.match(r"✓ (\S+) +(\d+ days) +([\d,]+ rows)", line):
+            printed = [x for x in lines if re.match(rf"✓ {re.escape(step[1])} +{step[2]} +{step[3]} ", x)]
+            assert printed, f"the README quotes {line!r}; the demo printed {[x for x in lines if step[1] in x]}"
+        elif line.startswith("| ") and not line.startswith("| model"):
+            assert line in lines, f"the README quotes {line!r}; the demo printed {[x for x in lines if x.startswith('| ')]}"
+        else:
+            continue
+        compared += 1
+    assert compared >= 5, quoted  # three steps' rows and the two models' metrics at least
+    prose = re.search(r"\(([\d,]+) impressions, ([\d,]+) articles\)", (ROOT / "README.md").read_text())
+    impressions = read_table(database, "bronze.behaviors").height
+    articles = read_table(database, "bronze.news").get_column("news_id").n_unique()
+    assert (prose[1], prose[2]) == (f"{impressions:,}", f"{articles:,}"), (impressions, articles)
 
 
 @pytest.mark.slow
