@@ -26,3 +26,22 @@ def assert_rows_match(actual: pl.DataFrame, expected: list[dict], key: list[str]
             assert _close(got[column], value, tol), (
                 f"row {tuple(want[k] for k in key)} column {column}: got {got[column]!r}, reference {value!r}"
             )
+
+
+def assert_same_rows(want: pl.DataFrame, got: pl.DataFrame, name: str, tol: float = 1e-6) -> None:
+    """The same columns of the same types and the same values, floats (and lists of floats) within the
+    docs' `tol` with the same nulls: a text embedded in another batch differs in the last bits of its
+    vector, and so do the cosines computed from it (docs/features.md). Rows in the same order."""
+    assert got.height == want.height, f"{name}: {got.height} rows, expected {want.height}"
+    assert got.schema == want.schema, f"{name}: {got.schema} against {want.schema}"
+    differing = []
+    for column, type_ in want.schema.items():
+        a, b = got.get_column(column), want.get_column(column)
+        if type_.is_float() or (isinstance(type_, pl.List) and type_.inner.is_float()):
+            a, b = (a.explode(), b.explode()) if isinstance(type_, pl.List) else (a, b)
+            gap = (a - b).abs().max()
+            if not (a.is_null().equals(b.is_null()) and (gap is None or gap <= tol)):
+                differing.append(f"{column} (largest gap {gap})")
+        elif not a.equals(b):
+            differing.append(column)
+    assert not differing, f"{name}: {', '.join(differing)}"
