@@ -23,6 +23,7 @@ from news_ai_assets.mind import sample
 from news_ai_assets.storage.database import Database, StorageWriteError, require_written
 from news_ai_assets.storage.delta_tables import DeltaDatabase, table_uri
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
+from news_ai_assets_tests.compare import assert_same_rows
 from news_ai_assets_tests.doc_blocks import copy_dagster_yaml
 from news_ai_assets_tests.pipeline import materialize
 
@@ -103,27 +104,13 @@ def stored_rows(database: Database, table: str, ids_as_tokens: bool = False) -> 
 
 
 def assert_same_tables(expected: Database, actual: Database, ids_as_tokens: bool = False) -> None:
-    """Every table of the graph holds the same rows in both: the same values, and floats within
-    1e-5 (a text embedded in another batch can differ in the last bits of its vector, and so can
-    the cosines silver computes from it); vocabulary ids compared as the tokens they stand for
-    with `ids_as_tokens`."""
+    """Every table of the graph holds the same rows in both, as compare.assert_same_rows holds them
+    (types equal, floats to 1e-6); vocabulary ids compared as the tokens they stand for with
+    `ids_as_tokens`."""
     for table in TABLES:
         want, got = stored_rows(expected, table, ids_as_tokens), stored_rows(actual, table, ids_as_tokens)
-        assert got.height == want.height and (got.height > 0 or table == "bronze.rejects"), table
-        assert got.columns == want.columns, table
-        got = got.cast(want.schema)
-        assert got.select("date").equals(want.select("date")) if "date" in want.columns else True, table
-        differing = []
-        for column, type_ in want.schema.items():
-            a, b = got.get_column(column), want.get_column(column)
-            if type_.is_float() or (isinstance(type_, pl.List) and type_.inner.is_float()):
-                a, b = (a.explode(), b.explode()) if isinstance(type_, pl.List) else (a, b)
-                gap = (a - b).abs().max()
-                if not (a.is_null().equals(b.is_null()) and (gap is None or gap < 1e-5)):
-                    differing.append(f"{column} (largest gap {gap})")
-            elif not a.equals(b):
-                differing.append(column)
-        assert not differing, f"{table}: {', '.join(differing)}"
+        assert got.height > 0 or table == "bronze.rejects", table
+        assert_same_rows(want, got, table)
 
 
 @pytest.mark.slow
