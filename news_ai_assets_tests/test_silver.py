@@ -164,3 +164,17 @@ def test_a_range_run_equals_day_by_day_runs_value_for_value_and_type_for_type(tm
         ranged, daily = read_table(tiny_graph, table).sort(key), read_table(by_day, table).sort(key)
         assert ranged.height > 0, table
         assert_same_rows(ranged, daily, table)
+
+
+def test_a_day_whose_candidates_all_lack_news_keeps_every_row_with_null_shares(built):
+    """No candidate in news.tsv: no category to look a share up by (an empty share table), every
+    row kept, the shares NULL, as for a single missing article."""
+    t = _tables(built[0])
+    day = dt.date(2019, 11, 14)
+    recent = t["interactions"].filter(pl.col("date").is_between(day - dt.timedelta(days=1), day) & pl.col("clicked").is_not_null())
+    rows = pl.concat(silver_for_day(
+        t["interactions"], t["behaviors"], t["news"].clear(), t["text_embeddings"],
+        t["entity_features"].filter(pl.col("date") == day), read_table(built[0], "features.candidate_stats"),
+        recent.select("news_id", "time", "clicked"), day, SETTINGS.lookback_days))
+    assert rows.height == t["interactions"].filter(pl.col("date") == day).height > 0
+    assert rows.select(pl.col("user_category_ratio", "user_subcategory_ratio").is_null().all()).row(0) == (True, True)

@@ -1,7 +1,6 @@
 """Gold layer: evidence that the features work, recomputed whenever silver changes."""
 
 import time
-
 from collections.abc import Iterator
 
 import dagster as dg

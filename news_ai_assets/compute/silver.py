@@ -155,7 +155,9 @@ class Shares:
     def of(self, rows: pl.DataFrame) -> pl.Series:
         """The share for each row's user_row and {kind}_code; null where the user has none of that kind."""
         keys = self._keys(rows)
-        values = np.where(keys >= 0, self.table[np.maximum(keys, 0)], np.nan)
+        values = np.full(len(keys), np.nan, dtype=np.float32)
+        known = keys >= 0  # the table is empty on a day whose candidates have no known kind
+        values[known] = self.table[keys[known]]
         return pl.Series(f"user_{self.kind}_ratio", values, nan_to_null=True)  # a share is never NaN (known items >= 1)
 
 
@@ -270,17 +272,18 @@ def silver_for_day(
     daily_candidates: candidate_stats of D-W .. D.
     """
     rows = interactions.filter(pl.col("date") == day).select(ID_COLUMNS).sort("split", "impression_id", "position")
+    day_articles = rows.select("news_id").unique()
     with ThreadPoolExecutor(1, thread_name_prefix="recent_shows") as pool:
         # For the whole day at once (per chunk, every chunk walked all the shows: 11 of a MIND-large day's 55 s),
         # on a second core while the users' preferences and vectors are worked out (NumPy, SciPy and Polars
         # release the GIL): 13 instead of 17 s to the first chunk of a MIND-large day, its 2 cores busy.
-        recent = pool.submit(lambda: pl.DataFrame(RecentShows(recent_shows, rows.select("news_id").unique(), day).counts(rows)))
+        recent = pool.submit(lambda: pl.DataFrame(RecentShows(recent_shows, day_articles, day).counts(rows)))
         users = active_users(behaviors, day)
         window = lookback_window(behaviors, day, lookback_days)
         categories = news.select("news_id", "category", "subcategory").unique("news_id")
         known_items, category_share, subcategory_share = _user_preferences(users, window, categories)
         candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
-        articles = rows.select("news_id").unique().join(categories, on="news_id", how="left")
+        articles = day_articles.join(categories, on="news_id", how="left")
         texts = UserVectors(users, embeddings.filter(pl.col("date") == day), "embedding", unit=True)
         entities = UserVectors(users, entity_embeddings, "entity_embedding", unit=False)
         # What a row needs of its user and of its article, joined once per day, not once per chunk.
