@@ -149,12 +149,13 @@ def test_the_demo_prints_a_line_per_step_and_no_warning(tmp_path):
     assert "RUN_SUCCESS" in log.read_text() and len(log.read_text().splitlines()) > 300
     assert any("texts embedded:" in line for line in lines)  # progress of the longest step
     assert any(line.startswith("| ranker (gradient-boosted, all features)") for line in lines)
-    _readme_prints_what_the_demo_printed(lines, tmp_path / "data" / "news_ai.duckdb")
+    _readme_prints_what_the_demo_printed(lines, tmp_path / "data" / "news_ai.duckdb", tmp_path)
 
 
-def _readme_prints_what_the_demo_printed(lines: list[str], database: Path) -> None:
+def _readme_prints_what_the_demo_printed(lines: list[str], database: Path, tmp_path: Path) -> None:
     """The demo is deterministic, so the README's quoted output must be its output: each quoted step's
-    days and rows, the evaluation table line for line, and the prose's impressions and articles."""
+    days and rows, the evaluation table line for line, the prose's impressions and articles, and what the
+    NRMS example prints on the demo's database."""
     (quoted,) = [b.text for b in blocks() if b.document.name == "README.md" and "✓ bronze/behaviors" in b.text]
     compared = 0
     for line in quoted.splitlines():
@@ -171,6 +172,9 @@ def _readme_prints_what_the_demo_printed(lines: list[str], database: Path) -> No
     impressions = read_table(database, "bronze.behaviors").height
     articles = read_table(database, "bronze.news").get_column("news_id").n_unique()
     assert (prose[1], prose[2]) == (f"{impressions:,}", f"{articles:,}"), (impressions, articles)
+    (shapes,) = re.findall(r"On the demo it prints `([^`]+)`", (ROOT / "README.md").read_text())
+    nrms = _python_block("nrms", tmp_path, database)
+    assert nrms.returncode == 0 and nrms.stdout.strip() == shapes, (nrms.stdout, nrms.stderr[-2000:], shapes)
 
 
 @pytest.mark.slow
