@@ -11,6 +11,7 @@ from news_ai_assets.assets.common import (
 from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS
 from news_ai_assets.compute.entity_features import entity_features as compute_entity_features
+from news_ai_assets.compute.entity_features import named_vectors_version
 from news_ai_assets.mind.entities import Vectors, read_vectors, vector_files
 from news_ai_assets.resources import MindSource
 from news_ai_assets.storage.database import Database, Replacement
@@ -76,7 +77,6 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
     vectors, facts = _read(context, database, mind)
     source = facts["entity_source"]
     run_metadata(context, facts)
-    record_input_versions(context, {"entity_files": source})
 
     def days():
         for day in partition_days(context):
@@ -84,6 +84,8 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
                 articles = news.read(day)
                 features = compute_entity_features(articles, vectors["entity"].vectors, source)
                 added = database.add_new_rows(*ARTICLE_ENTITY_FEATURES, features, ["article_key", "entity_source"])
+                record_input_versions(context, {"entity_vectors": named_vectors_version(articles, vectors["entity"].vectors)},
+                                      days=[day])
             counts = features.select(pl.col("entity_count").sum(), pl.col("entities_with_vector").sum()).row(0)
             shown = articles.select("date", "news_id", "article_key").join(features, on="article_key").drop("entity_source")
             day_metadata(context, day, {

@@ -10,8 +10,8 @@ rows), so after any re-run everything downstream read as stale. Each partition's
   records it per file and day; the raw-file sensor computes it the same way from the files);
 - bronze/news[D]: what it wrote: each article of the day with the MD5 of its news.tsv line;
 - every other asset: its code version, the configuration its rows depend on (the embedding
-  model, the entity files' content), and the current versions of exactly the upstream partitions
-  that D reads through the asset's partition mappings. The computations are deterministic
+  model; for entity features, the vectors of the entities the day's articles name), and the
+  current versions of exactly the upstream partitions that D reads through its partition mappings. The computations are deterministic
   functions of those (the reference tests hold them to it), so equal inputs give equal rows.
 
 A range run computes them per partition, as a one-day run would (dagster_internals records them
@@ -70,10 +70,11 @@ def record_versions(context: dg.AssetExecutionContext, versions: Mapping[dt.date
     set_partition_data_versions(context, {day.isoformat(): version for day, version in versions.items()})
 
 
-def record_input_versions(context: dg.AssetExecutionContext, configuration: Mapping[str, object] | None = None) -> None:
-    """Each partition's version from the asset's code version, `configuration` and the current
-    versions of the upstream partitions it reads."""
-    assets_def, days = context.assets_def, partition_days(context)
+def record_input_versions(context: dg.AssetExecutionContext, configuration: Mapping[str, object] | None = None,
+                          days: list[dt.date] | None = None) -> None:
+    """Each partition's (or each of `days`') version from the asset's code version, `configuration`
+    and the current versions of the upstream partitions it reads."""
+    assets_def, days = context.assets_def, days or partition_days(context)
     inputs = sorted(assets_def.keys_by_input_name.values(), key=lambda k: k.to_user_string())
     mappings = {key: assets_def.get_partition_mapping(key) for key in inputs}
     wanted = {key: sorted({d for day in days for d in upstream_days(mappings[key], day)}) for key in inputs}

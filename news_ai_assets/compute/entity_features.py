@@ -10,6 +10,8 @@ each identified by its WikidataId. For an article:
 No vector is invented: an entity without one is counted, never filled in.
 """
 
+import hashlib
+
 import numpy as np
 import polars as pl
 import scipy.sparse
@@ -44,6 +46,18 @@ def _means(name: str, groups: np.ndarray, vector_rows: np.ndarray, vectors: np.n
     averaging = scipy.sparse.csr_matrix((weights, (groups, vector_rows)), shape=(n, len(vectors)))
     means = np.asarray(averaging @ vectors.astype(np.float64), dtype=np.float32).reshape(n, DIMENSION)
     return pl.select(pl.when(pl.Series(counts > 0)).then(pl.Series(means).arr.to_list()).alias(name)).to_series().cast(VECTOR)
+
+
+def named_vectors_version(articles: pl.DataFrame, vectors: pl.DataFrame) -> str:
+    """A digest of the vectors of the entities `articles` name (an entity without one by its absence):
+    the articles' features depend on the vector files through these alone, so a changed line of
+    another entity leaves it as it was."""
+    named = pl.concat([articles.select(pl.col(c).list.eval(pl.element().struct.field("wikidata_id")).explode().alias("wikidata_id"))
+                       for c in FIELDS.values()]).drop_nulls().unique()
+    found = vectors.join(named, on="wikidata_id", how="semi").sort("wikidata_id")
+    digest = hashlib.sha256("\n".join(found.get_column("wikidata_id").to_list()).encode())
+    digest.update(np.asarray(found.get_column("vector").to_numpy(), dtype=np.float32).tobytes())
+    return digest.hexdigest()[:24]
 
 
 def entity_features(articles: pl.DataFrame, vectors: pl.DataFrame, entity_source: str) -> pl.DataFrame:
