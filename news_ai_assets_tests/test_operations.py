@@ -48,6 +48,14 @@ def test_the_daily_job_selects_every_daily_asset_and_not_the_evaluation():
     assert defs.resolve_job_def("mind_features_job").partitions_def == daily_partitions
 
 
+def test_the_automation_page_lists_our_sensors_and_schedule_only():
+    """No default_automation_condition_sensor beside ours (Dagster adds one for any asset with an
+    automation condition that no sensor of ours evaluates): what the README says to switch on is all there is."""
+    repository = defs.get_repository_def()
+    assert sorted(s.name for s in repository.sensor_defs) == ["carry_changes_downstream", "mind_files_sensor"]
+    assert [s.name for s in repository.schedule_defs] == ["mind_features_job_schedule"]
+
+
 def test_a_day_without_impressions_gives_empty_tables_and_green_checks(tmp_path, tiny_mind):
     mind = tmp_path / "mind"
     shutil.copytree(tiny_mind, mind)

@@ -74,7 +74,10 @@ def _in(files: list[str]) -> str:
     return f"source_file IN ({', '.join('?' for _ in files)})"
 
 
-@dg.asset(key=BEHAVIORS, group_name="bronze", kinds={"duckdb", "polars"}, code_version="1", **PARTITIONED_TABLE)
+# No automation condition: its input is the raw files, which mind_files_sensor watches (automation.py); a
+# condition here would only make Dagster add its default_automation_condition_sensor to evaluate it.
+@dg.asset(key=BEHAVIORS, group_name="bronze", kinds={"duckdb", "polars"}, code_version="1",
+          **{**PARTITIONED_TABLE, "automation_condition": None})
 def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, database: Database) -> DayRows:
     """One row per impression of the day, from every configured MIND split; bad lines go to bronze.rejects."""
     staged, source = _stage(context, database, "behaviors", _split_dirs(context, mind, database))
