@@ -4,6 +4,9 @@ import polars as pl
 
 
 def _close(a, b, tol: float) -> bool:
+    """Equal values of the same Python type (an int is not a float, a bool not an int), floats to `tol`."""
+    if a is not None and b is not None and type(a) is not type(b):
+        return False
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is None and b is None
@@ -16,7 +19,8 @@ def _close(a, b, tol: float) -> bool:
 
 
 def assert_rows_match(actual: pl.DataFrame, expected: list[dict], key: list[str], tol: float = 1e-6) -> None:
-    """Every expected row is in `actual` (matched on `key`), column by column; floats to `tol`."""
+    """Every expected row is in `actual` (matched on `key`), column by column, each value of the reference's
+    type; floats to `tol`."""
     assert actual.height == len(expected), f"{actual.height} rows, reference has {len(expected)}"
     by_key = {tuple(row[k] for k in key): row for row in actual.to_dicts()}
     assert len(by_key) == actual.height, "duplicate keys in the fast output"
