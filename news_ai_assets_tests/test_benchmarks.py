@@ -57,6 +57,29 @@ def test_the_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, tiny_mind):
 
 
 @pytest.mark.slow
+def test_a_window_embeds_its_first_day_once_and_keeps_it_beside_its_data(tmp_path):
+    """A window runs the daily path first; its first day's vectors are kept in the data folder and given
+    to later windows' daily_first_day and to one_run, whose encoder embeds only the later days' texts."""
+    def window() -> dict:
+        command = [sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--days", "2", "--data",
+                   tmp_path / "window", "--results", tmp_path / "results", "--skip", "baseline", "embeddings_alone"]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        return json.loads((tmp_path / "results" / "tiny-2d" / "results.json").read_text())
+
+    def embedded(results: dict, run: str) -> int:
+        return results[run]["steps"]["features__text_embeddings"]["newly_embedded"]
+
+    first, again = window(), window()
+    assert (tmp_path / "window" / "first_day_vectors.duckdb").exists()
+    assert [r["first_day_vectors"]["kept_from_an_earlier_run"] for r in (first, again)] == [False, True]
+    assert embedded(first, "daily_first_day") > 0 and embedded(again, "daily_first_day") == 0
+    assert embedded(first, "daily_next_day") == embedded(again, "daily_next_day") > 0
+    assert embedded(first, "one_run") == embedded(again, "one_run") == embedded(first, "daily_next_day")
+    assert again["generate"]["reused"] and "kept from an earlier run" in (tmp_path / "results" / "tiny-2d" / "results.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_failed_run_stops_the_benchmark_with_a_report_of_what_ran(tmp_path):
     empty = tmp_path / "no_mind_files"
     empty.mkdir()
@@ -110,6 +133,7 @@ def test_the_loop_refuses_what_it_cannot_time(tmp_path, tiny_graph):
     with pytest.raises(SystemExit, match="holds no loop.json: build a kept database there first"):
         loop.main(["time", str(tmp_path / "never_built"), "daily"])
     # a window's floor would compute every day of a named folder against the runs' first N
+    (tmp_path / "MINDsample_train").mkdir()
     completed = subprocess.run([sys.executable, ROOT / "benchmarks" / "run.py", "--scale", "tiny", "--days", "3",
                                 "--data", tmp_path, "--results", tmp_path / "results"], capture_output=True, text=True)
     assert completed.returncode == 2 and "the floor would compute every day of that folder" in completed.stderr
