@@ -1,4 +1,10 @@
 import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -93,7 +99,7 @@ def test_the_batch_tokenizer_gives_what_the_transformers_tokenizer_gives(real_te
     encoder = load_encoder(EncoderSpec(device="cpu"))
     long_text = " ".join(real_texts[:20])  # past max_seq_length: truncated
     texts = [long_text, *real_texts, "", "Ünïcödé — digits 2019, punctuation!?"]
-    ours = encoder_module.BatchTokenizer(encoder.model.tokenizer, encoder.model.max_seq_length)(texts)
+    ours = encoder_module.BatchTokenizer.of(encoder.model.tokenizer, encoder.model.max_seq_length)(texts)
     theirs = encoder.model.tokenizer(
         texts, padding=True, truncation=True, max_length=encoder.model.max_seq_length, return_tensors="np"
     )
@@ -108,10 +114,40 @@ def test_the_converted_openvino_model_is_cached_at_full_precision_and_gives_the_
     texts = ["Markets rally as rates fall", "", "A long abstract " * 40, "Ünïcödé — digits 2019!"]
     spec = EncoderSpec(device="cpu", backend="openvino")
     converted = np.concatenate(list(Encoder(spec).encode(texts)))
-    (cached,) = tmp_path.iterdir()
+    (cached,) = [folder for folder in tmp_path.iterdir() if folder.name != "loaded-from"]  # beside it: _SavedModel's notes
     assert (cached / "model.bin").stat().st_size > 4 * 22_000_000  # 22.7 M parameters as float32, not fp16
     read_back = np.concatenate(list(Encoder(spec).encode(texts)))
     np.testing.assert_array_equal(converted, read_back)
+
+
+_LOAD = """
+import json, sys
+import numpy as np
+from news_ai_assets.compute.encoder import Encoder, EncoderSpec
+encoder = Encoder(EncoderSpec(model=sys.argv[1], device="cpu", backend="openvino"))
+vectors = np.concatenate(list(encoder.encode(["Markets rally as rates fall", "", "A long abstract " * 200, "Ünïcödé 2019!"])))
+print(json.dumps({"full": encoder.model is not None, "torch": "torch" in sys.modules, "vectors": vectors.tolist()}))
+"""
+
+
+def test_an_openvino_model_loaded_before_loads_without_torch_and_gives_the_same_vectors(tmp_path):
+    """The full load (sentence-transformers, torch: ~5 s of imports) notes what it gave; a later process
+    with the very same model files reads the note and the converted model alone, and gives the very
+    same vectors. A changed file of the model's folder finds no note and takes the full load again."""
+    def load(model: Path) -> dict:
+        done = subprocess.run([sys.executable, "-c", _LOAD, str(model)], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "NEWS_AI_OPENVINO_CACHE": str(tmp_path / "cache")})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    model = tmp_path / "model"
+    shutil.copytree(encoder_module.model_location(encoder_module.DEFAULT_MODEL), model)
+    first, again = load(model), load(model)
+    assert (first["full"], first["torch"]) == (True, True) and (again["full"], again["torch"]) == (False, False)
+    np.testing.assert_array_equal(np.array(first["vectors"]), np.array(again["vectors"]))
+    config = model / "sentence_bert_config.json"
+    config.write_text(config.read_text() + " ")
+    assert load(model)["full"] and not load(model)["full"]
 
 
 def test_the_batch_size_defaults_to_the_devices_and_configuration_wins(real_texts):

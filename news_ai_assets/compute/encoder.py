@@ -7,6 +7,7 @@ hardware can't run raises EmbeddingModelError. Vectors are never made up.
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -137,12 +138,18 @@ class Encoder:
         if self.device == "mps":
             os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")  # CPU for the few ops MPS lacks
         started = time.perf_counter()
-        self.model = self._load()
-        self._tokenize = BatchTokenizer(self.model.tokenizer, self.model.max_seq_length)
-        self._openvino = _OpenVinoRunner(self.model, self._tokenize, spec.precision) if spec.backend == "openvino" else None
+        self._openvino = _SavedModel.converted_before(model_location(spec.model), spec) if spec.backend == "openvino" else None
+        if self._openvino:  # sentence-transformers and torch not even imported: ~5 s of a day's run
+            self.model, max_seq_length = None, self._openvino.tokenize.max_length
+        else:
+            self.model = self._load()
+            max_seq_length = self.model.max_seq_length
+            self._tokenize = BatchTokenizer.of(self.model.tokenizer, max_seq_length)
+            if spec.backend == "openvino":
+                self._openvino = _OpenVinoRunner.of(self.model, self._tokenize, spec)
         log.info(
             "loaded %s on %s (%s, %s, max_seq_length %s) in %.1fs", spec.model, self.device, spec.backend,
-            spec.precision, self.model.max_seq_length, time.perf_counter() - started,
+            spec.precision, max_seq_length, time.perf_counter() - started,
         )
 
     def _load(self):
@@ -231,21 +238,29 @@ class _OpenVinoRunner:
     tokenising and mean pooling as the sentence-transformers pipeline does them (only mean-pooling
     models qualify)."""
 
-    def __init__(self, model, tokenize: "BatchTokenizer", precision: str):
+    def __init__(self, converted, tokenize: "BatchTokenizer", precision: str):
+        ov = _openvino_without_telemetry()
+        self.tokenize = tokenize
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+
+    @classmethod
+    def of(cls, model, tokenize: "BatchTokenizer", spec: "EncoderSpec") -> "_OpenVinoRunner":
+        """From a loaded sentence-transformers model: its converted transformer read from the cache, or
+        converted and cached; the files it was loaded from are then noted (_SavedModel) for later loads."""
         import torch
 
         ov = _openvino_without_telemetry()
-
         pooling = model[1].get_config_dict().get("pooling_mode") if len(model) > 1 else None
         if pooling != "mean":
             raise EmbeddingModelError(f"the openvino backend needs a mean-pooling model, not {pooling!r}")
-        self.tokenize = tokenize
-        example = {name: torch.from_numpy(ids) for name, ids in self.tokenize(["an example"]).items()}
+        example = {name: torch.from_numpy(ids) for name, ids in tokenize(["an example"]).items()}
         # OpenVINO's converter traces the model with torch.jit.trace, which torch now calls deprecated, and
         # tracing notes that the model's Python-level shape checks become constants; they hold for any
         # input of this architecture (the fidelity tests compare the converted model with the original).
         # The converter also reads an attribute transformers has renamed, which warns of its removal.
-        cached = openvino_cache_dir() / _weights_key(model[0].auto_model, ov.__version__) / "model.xml"
+        weights = _weights_key(model[0].auto_model, ov.__version__)
+        cached = openvino_cache_dir() / weights / "model.xml"
         if cached.exists():
             converted = ov.Core().read_model(cached)
             log.info("read the converted model from %s", cached)
@@ -256,8 +271,8 @@ class _OpenVinoRunner:
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 converted = ov.convert_model(model[0].auto_model, example_input=example)
             _save_converted(ov, converted, cached)
-        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
-        self.compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        _SavedModel.note(model_location(spec.model), spec, weights, tokenize)
+        return cls(converted, tokenize, spec.precision)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         order = _longest_first(texts)
@@ -292,6 +307,59 @@ def _weights_key(module, openvino_version: str) -> str:
     return digest.hexdigest()
 
 
+class _SavedModel:
+    """A model folder that was loaded, converted and cached before, read again without
+    sentence-transformers, transformers or torch: their imports take ~5 s, a MIND-large day's
+    embedding step ~20 s. The folder's files (weights, configuration, tokenizer), the truncation and
+    the OpenVINO and transformers versions key a note of what the full load gave: the converted
+    model's key and the tokenizer as the full load set it up. Any other file, version or setting
+    finds no note and takes the full load, which writes one."""
+
+    FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
+
+    @staticmethod
+    def _note(location: str, spec: "EncoderSpec") -> Path | None:
+        folder = Path(location)
+        if not (folder / "modules.json").is_file():  # a hub name: its files are wherever the hub put them
+            return None
+        from importlib.metadata import version
+
+        digest = hashlib.sha256(f"{version('openvino')}|{version('transformers')}|{spec.max_seq_length}".encode())
+        for name in _SavedModel.FILES:
+            if (folder / name).is_file():
+                digest.update(f"{name}|{(folder / name).stat().st_size}|".encode())
+                digest.update((folder / name).read_bytes())
+        return openvino_cache_dir() / "loaded-from" / f"{digest.hexdigest()}.json"
+
+    @staticmethod
+    def note(location: str, spec: "EncoderSpec", weights: str, tokenize: "BatchTokenizer") -> None:
+        """After a full load whose converted model sits in the cache under `weights`."""
+        note = _SavedModel._note(location, spec)
+        if note is None:
+            return
+        try:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            partial = note.with_suffix(f".{os.getpid()}")
+            partial.write_text(json.dumps({"weights": weights, **tokenize.settings()}))
+            partial.rename(note)
+        except OSError as err:  # only costs the next run the full load
+            log.info("could not note the converted model at %s: %s", note, err)
+
+    @staticmethod
+    def converted_before(location: str, spec: "EncoderSpec") -> "_OpenVinoRunner | None":
+        note = _SavedModel._note(location, spec)
+        if note is None or not note.is_file():
+            return None
+        noted = json.loads(note.read_text())
+        cached = openvino_cache_dir() / noted.pop("weights") / "model.xml"
+        if not cached.is_file():
+            return None
+        ov = _openvino_without_telemetry()
+        log.info("read the converted model from %s (noted for %s)", cached, location)
+        return _OpenVinoRunner(ov.Core().read_model(cached), BatchTokenizer.from_settings(noted), spec.precision)
+
+
 def _save_converted(ov, converted, target: Path) -> None:
     """Writes the converted model (full precision: no fp16 compression) into a temporary folder
     renamed into place, so a reader never sees half a model; a cache that can't be written only
@@ -321,13 +389,28 @@ class BatchTokenizer:
 
     _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer: str, names: list[str], pad_id: int, pad_token: str, max_length: int):
         import tokenizers
 
-        self.names = [name for name in tokenizer.model_input_names if name in self._FIELDS]
-        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.names, self.max_length, self._pad = [name for name in names if name in self._FIELDS], max_length, (pad_id, pad_token)
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer)
         self._tokenizer.enable_truncation(max_length)
-        self._tokenizer.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+        self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    @classmethod
+    def of(cls, tokenizer, max_length: int) -> "BatchTokenizer":
+        """For a transformers fast tokenizer: its own `tokenizers` tokenizer, names and padding."""
+        return cls(tokenizer.backend_tokenizer.to_str(), tokenizer.model_input_names, tokenizer.pad_token_id,
+                   tokenizer.pad_token, max_length)
+
+    def settings(self) -> dict:
+        """What from_settings makes the same tokenizer of."""
+        return {"tokenizer": self._tokenizer.to_str(), "names": self.names, "pad_id": self._pad[0],
+                "pad_token": self._pad[1], "max_length": self.max_length}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "BatchTokenizer":
+        return cls(**settings)
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Padded to the batch's longest text: name -> int64 array (texts x tokens)."""
