@@ -528,8 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of no_inference_run and the floor; their medians are reported and compared")
     args = parser.parse_args(argv)
-    marker = args.data / "COMPLETE" if args.data else None
-    if args.days and marker and any(args.data.glob("*")) and not (marker.exists() and marker.read_text() == f"days={args.days}\n"):
+    complete = args.data / "COMPLETE" if args.data else None
+    holds_the_window = complete is not None and complete.exists() and complete.read_text() == f"days={args.days}\n"
+    if args.days and args.data and any(args.data.glob("*")) and not holds_the_window:
         # the floor computes every day of the files, the runs only the window's
         parser.error(f"--days generates its own window of days; {args.data} holds other data, and the floor would "
                      "compute every day of that folder against the runs' first N: name an empty folder for the window "

@@ -154,7 +154,8 @@ def test_a_changed_entity_vector_gives_new_versions_to_exactly_the_days_whose_ar
     shutil.copytree(tiny_mind, mind)
     materialize(news_only, mind, FIRST.isoformat(), LAST.isoformat(), selection=["bronze/behaviors", "bronze/news"])
     news_id, days = _days_holding(news_only).row(0)
-    entity = '{"Label": "Own", "Type": "P", "WikidataId": "Q999999", "Confidence": 1.0, "OccurrenceOffsets": [0], "SurfaceForms": ["x"]}'
+    entity = ('{"Label": "Own", "Type": "P", "WikidataId": "Q999999", "Confidence": 1.0, "OccurrenceOffsets": [0], '
+              '"SurfaceForms": ["x"]}')
     _rewrite(mind.glob("*/news.tsv"), news_id, lambda fields: [*fields[:6], f"[{entity}]", *fields[7:]])
     with (mind / "MINDsample_train" / "entity_embedding.vec").open("a") as vectors:
         vectors.write("\t".join(["Q999999", *["0.1"] * 100]) + "\n")

@@ -52,8 +52,10 @@ def named_vectors_version(articles: pl.DataFrame, vectors: pl.DataFrame) -> str:
     """A digest of the vectors of the entities `articles` name (an entity without one by its absence):
     the articles' features depend on the vector files through these alone, so a changed line of
     another entity leaves it as it was."""
-    named = pl.concat([articles.select(pl.col(c).list.eval(pl.element().struct.field("wikidata_id")).explode().alias("wikidata_id"))
-                       for c in FIELDS.values()]).drop_nulls().unique()
+    named = pl.concat([
+        articles.select(pl.col(column).list.eval(pl.element().struct.field("wikidata_id")).explode().alias("wikidata_id"))
+        for column in FIELDS.values()
+    ]).drop_nulls().unique()
     found = vectors.join(named, on="wikidata_id", how="semi").sort("wikidata_id")
     digest = hashlib.sha256("\n".join(found.get_column("wikidata_id").to_list()).encode())
     digest.update(np.asarray(found.get_column("vector").to_numpy(), dtype=np.float32).tobytes())
