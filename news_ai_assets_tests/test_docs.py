@@ -33,7 +33,8 @@ RUN_BY = {
     "speed-loop": "test_benchmarks.py::test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database",
     "embedding-benchmark": "test_benchmarks.py::test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there",
     "tests": "test_docs.py::test_ci_runs_the_documented_test_command (and CI itself)",
-    "deployment-yaml": "test_docs.py::test_the_deployment_yaml_is_a_valid_instance_config",
+    "instance-migrate": "test_delta.py::test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage (the "
+                        "command, on deploy/dagster.yaml's storage)",
     "keeping-current": "test_keeping_current.py::test_a_changed_raw_line_reaches_exactly_the_days_that_read_it_through_the_daemon",
 }
 
@@ -108,15 +109,19 @@ def test_the_baseline_runs_on_a_silver_table(tmp_path, tiny_graph):
 
 
 def test_the_deployment_yaml_is_a_valid_instance_config(monkeypatch):
-    # Dagster's own schema of dagster.yaml; the launcher's and storage's classes are named, not imported.
-    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql://dagster:secret@db.example:5432/dagster")
+    # Dagster's own schema of dagster.yaml; the launcher's class is named, not imported (test_delta.py runs
+    # a backfill on its storage).
+    for name, value in {"DAGSTER_PG_HOST": "db.example", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
+                        "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "secret"}.items():
+        monkeypatch.setenv(name, value)
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config_schema
 
-    config = yaml.safe_load(doc_block("deployment-yaml"))
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     result = process_config(dagster_instance_config_schema(), config)
     assert result.success, result.errors
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
 def _demo(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
