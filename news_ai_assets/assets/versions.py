@@ -11,8 +11,9 @@ rows), so after any re-run everything downstream read as stale. Each partition's
 - bronze/news[D]: what it wrote: each article of the day with the MD5 of its news.tsv line;
 - every other asset: its code version, the configuration its rows depend on (the embedding
   model; for entity features, the vectors of the entities the day's articles name), and the
-  current versions of exactly the upstream partitions that D reads through its partition mappings. The computations are deterministic
-  functions of those (the reference tests hold them to it), so equal inputs give equal rows.
+  current versions of exactly the upstream partitions that D reads through its partition mappings.
+  The computations are deterministic functions of those (the reference tests hold them to it), so
+  equal inputs give equal rows.
 
 A range run computes them per partition, as a one-day run would (dagster_internals records them
 on each partition's own materialisation).

@@ -392,7 +392,8 @@ class BatchTokenizer:
     def __init__(self, tokenizer: str, names: list[str], pad_id: int, pad_token: str, max_length: int):
         import tokenizers
 
-        self.names, self.max_length, self._pad = [name for name in names if name in self._FIELDS], max_length, (pad_id, pad_token)
+        self.names = [name for name in names if name in self._FIELDS]
+        self.max_length, self._pad = max_length, (pad_id, pad_token)
         self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer)
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
