@@ -84,8 +84,8 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
                 articles = news.read(day)
                 features = compute_entity_features(articles, vectors["entity"].vectors, source)
                 added = database.add_new_rows(*ARTICLE_ENTITY_FEATURES, features, ["article_key", "entity_source"])
-                record_input_versions(context, {"entity_vectors": named_vectors_version(articles, vectors["entity"].vectors)},
-                                      days=[day])
+            record_input_versions(context, {"entity_vectors": named_vectors_version(articles, vectors["entity"].vectors)},
+                                  days=[day])
             counts = features.select(pl.col("entity_count").sum(), pl.col("entities_with_vector").sum()).row(0)
             shown = articles.select("date", "news_id", "article_key").join(features, on="article_key").drop("entity_source")
             day_metadata(context, day, {
