@@ -32,6 +32,7 @@ PRIOR_WEIGHT = 20
 DECAY = 0.85
 CTR_DAYS = (7, 14, 30)
 POPULARITY_HOURS = {"1h": 1, "6h": 6, "24h": 24}
+SHOW_SPAN_US = 3 * 86_400_000_000  # an article's show keys: microseconds from D-1 00:00, room for T - 24 h below
 CATEGORIES = ("autos", "entertainment", "finance", "foodanddrink", "games", "health", "kids", "lifestyle", "middleeast",
               "movies", "music", "news", "northamerica", "sports", "travel", "tv", "video", "weather")
 DAY_PARTS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24), "night": (0, 6)}
@@ -342,24 +343,13 @@ def statements(mind: Path, cache_key: str) -> list[tuple[str, str]]:
 
 
 def _cross_features_sql(day: str) -> str:
-    """One day's identifiers, label and cross features but the similarities, with the rows the
-    similarities need (user_row, text_row, entity_row), in (split, impression_id, position) order."""
-    frame = "PARTITION BY news_id ORDER BY time RANGE BETWEEN INTERVAL {0} HOUR PRECEDING AND INTERVAL 1 MICROSECOND PRECEDING"
-    # One windowed sum per window gives both counts: labelled shows in the low 32 bits, clicks above them
-    # (two aggregates per window took twice the time; DuckDB's RANGE frames are most of the floor's).
-    packed = ", ".join(f"sum(CASE WHEN clicked IS NOT NULL THEN 1 + clicked::BIGINT * {2**32} END) OVER w{name} AS shows_{name}"
-                       for name in POPULARITY_HOURS)
-    popularity = ", ".join(
-        f"(coalesce(shows_{name}, 0) % {2**32})::INT AS candidate_impressions_{name}, "
-        f"(coalesce(shows_{name}, 0) // {2**32})::INT AS candidate_clicks_{name}"
-        for name in POPULARITY_HOURS
-    )
-    windows = ", ".join(f"w{name} AS ({frame.format(hours)})" for name, hours in POPULARITY_HOURS.items())
+    """One day's identifiers, label and cross features but the similarities and the intra-day
+    popularity, with the rows those need (user_row, text_row, entity_row, show_key), in
+    (split, impression_id, position) order."""
     return f"""
-        WITH packed AS (
-            SELECT *, {packed} FROM interactions WHERE date BETWEEN DATE '{day}' - 1 AND DATE '{day}' WINDOW {windows}
-        ), recent AS (
-            SELECT * EXCLUDE ({", ".join(f"shows_{name}" for name in POPULARITY_HOURS)}), {popularity} FROM packed
+        WITH recent AS (
+            SELECT *, code * {SHOW_SPAN_US} + epoch_us(time - (DATE '{day}' - 1)::TIMESTAMP) AS show_key
+            FROM interactions JOIN day_articles USING (news_id) WHERE date = DATE '{day}'
         ), known AS (SELECT user_id, count(*) AS known FROM known_items WHERE day = DATE '{day}' GROUP BY ALL)
         SELECT i.date, i.impression_id, i.user_id, i.news_id, i.time, i.position, i.split, i.clicked,
                CASE WHEN k.known > 0 AND n.category IS NOT NULL THEN coalesce(c.share, 0) END::FLOAT AS user_category_ratio,
@@ -367,9 +357,8 @@ def _cross_features_sql(day: str) -> str:
                coalesce(w.shown, 0)::INT AS candidate_impressions, coalesce(w.clicks, 0)::INT AS candidate_clicks,
                ((coalesce(w.clicks, 0) + {PRIOR_WEIGHT} * p.p) / (coalesce(w.labelled, 0) + {PRIOR_WEIGHT}))::FLOAT AS candidate_ctr,
                (epoch_us(i.time - w.first_shown) / 86400e6)::FLOAT AS article_age_days,
-               {", ".join(f"i.candidate_{what}_{name}" for name in POPULARITY_HOURS for what in ("impressions", "clicks"))},
                (epoch_us(i.time - w.first_shown) / 3600e6)::FLOAT AS hours_since_first_seen,
-               u.user_row, t.row AS text_row, e.row AS entity_row
+               u.user_row, t.row AS text_row, e.row AS entity_row, i.show_key
         FROM recent i
         JOIN day_users u USING (user_id)
         LEFT JOIN news n USING (news_id)
@@ -382,6 +371,29 @@ def _cross_features_sql(day: str) -> str:
         LEFT JOIN entity_vectors e USING (news_id)
         WHERE i.date = DATE '{day}'
         ORDER BY i.split, i.impression_id, i.position"""
+
+
+def _popularity(conn: duckdb.DuckDBPyConnection, day: str, show_keys: np.ndarray) -> dict[str, pa.Array]:
+    """Labelled shows and clicks of each row's article in each window [T - h, T) over D-1 and D.
+    SQL's RANGE frames did this at a third of the graph's speed (most of the floor's time), so it is
+    NumPy: the shows sorted by (article, time) with running clicks, two binary searches a window."""
+    shows = conn.execute(f"""SELECT code * {SHOW_SPAN_US} + epoch_us(time - (DATE '{day}' - 1)::TIMESTAMP) AS key,
+                                    clicked::BIGINT AS clicked
+                             FROM interactions JOIN day_articles USING (news_id)
+                             WHERE date BETWEEN DATE '{day}' - 1 AND DATE '{day}' AND clicked IS NOT NULL
+                             ORDER BY key""").fetchnumpy()
+    keys, clicks = shows["key"], np.concatenate([[0], np.cumsum(shows["clicked"])])
+    order = np.argsort(show_keys)
+    sorted_keys = show_keys[order]
+    end = np.searchsorted(keys, sorted_keys, side="left")
+    columns = {}
+    for name, hours in POPULARITY_HOURS.items():
+        start = np.searchsorted(keys, sorted_keys - hours * 3_600_000_000, side="left")
+        for what, values in (("impressions", end - start), ("clicks", clicks[end] - clicks[start])):
+            column = np.empty(len(order), dtype=np.int32)
+            column[order] = values
+            columns[f"candidate_{what}_{name}"] = pa.array(column)
+    return columns
 
 
 def _matrix(conn: duckdb.DuckDBPyConnection, table: str) -> np.ndarray:
@@ -403,16 +415,17 @@ def _cosines(conn: duckdb.DuckDBPyConnection, vectors: np.ndarray, table: str, r
     averaging = scipy.sparse.csr_matrix((1.0 / counts[pairs["user_row"]], (pairs["user_row"], pairs["row"])),
                                         shape=(users, len(vectors)))
     means = np.asarray(averaging @ vectors.astype(np.float64), dtype=np.float32)
+    mean_norms, vector_norms = np.linalg.norm(means, axis=1), np.linalg.norm(vectors, axis=1)
     user_rows = rows.column("user_row").to_numpy()
     vector_rows = rows.column(column).fill_null(-1).to_numpy()
     out = np.full(len(user_rows), np.nan, dtype=np.float32)
     found = np.flatnonzero(vector_rows >= 0)
-    for start in range(0, len(found), 4096):
-        i = found[start:start + 4096]
-        m, v = means[user_rows[i]], vectors[vector_rows[i]]
-        norms = np.linalg.norm(m, axis=1) * np.linalg.norm(v, axis=1)
+    for start in range(0, len(found), 2048):  # the gathered vectors stay in cache
+        u, v = user_rows[found[start:start + 2048]], vector_rows[found[start:start + 2048]]
+        norms = mean_norms[u] * vector_norms[v]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = np.clip(np.where(norms > 0, np.einsum("ij,ij->i", m, v) / norms, np.nan), -1.0, 1.0)
+            out[found[start:start + 2048]] = np.clip(
+                np.where(norms > 0, np.einsum("ij,ij->i", means[u], vectors[v]) / norms, np.nan), -1.0, 1.0)
     return pa.array(out, mask=np.isnan(out))
 
 
@@ -445,7 +458,11 @@ def per_day(conn: duckdb.DuckDBPyConnection, seconds: dict) -> None:
         started = time.perf_counter()
         conn.execute(f"""CREATE OR REPLACE TEMP TABLE day_users AS SELECT user_id, history,
                          (row_number() OVER (ORDER BY user_id) - 1)::INT AS user_row FROM active_users WHERE day = DATE '{day}'""")
+        conn.execute(f"""CREATE OR REPLACE TEMP TABLE day_articles AS SELECT news_id, (row_number() OVER ())::BIGINT AS code
+                         FROM (SELECT DISTINCT news_id FROM interactions WHERE date = DATE '{day}')""")
         rows = conn.sql(_cross_features_sql(day)).to_arrow_table()
+        for name, column in _popularity(conn, day, rows.column("show_key").to_numpy()).items():
+            rows = rows.append_column(name, column)
         rows = rows.append_column("history_similarity", _cosines(conn, text, "text_vectors", rows, "text_row"))
         rows = rows.append_column("history_entity_similarity", _cosines(conn, entity, "entity_vectors", rows, "entity_row"))
         _append(conn, "cross_features", rows.select([*ID_COLUMNS, *CROSS_COLUMNS]))
