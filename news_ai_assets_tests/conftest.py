@@ -39,6 +39,15 @@ def tiny_graph(tmp_path_factory, tiny_mind) -> Path:
     return database
 
 
+@pytest.fixture(scope="session")
+def raw(tiny_mind) -> tuple:
+    """The slow reference's inputs for the tiny sample, from its raw files alone (raw.reference_silver)."""
+    from news_ai_assets_tests.raw import entity_vectors, raw_mind
+
+    behaviors, news = raw_mind(tiny_mind)
+    return behaviors, news, entity_vectors(tiny_mind)
+
+
 @pytest.fixture
 def real_mind() -> Path:
     if not (REAL_SUBSET / "MINDsmall_train" / "behaviors.tsv").exists():

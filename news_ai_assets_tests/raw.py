@@ -58,3 +58,26 @@ def _sentence_transformer():
 def encoded(texts: list[str]) -> np.ndarray:
     """What sentence-transformers itself gives for `texts` (fp32, L2-normalised), nothing of ours in between."""
     return _sentence_transformer().encode(texts, batch_size=32, normalize_embeddings=True)
+
+
+def reference_silver(raw: tuple, day: dt.date, rows: list[dict] | None = None) -> list[dict]:
+    """silver.training_examples[day] by the slow reference, from the raw files end to end: the
+    reference's own interactions, user and news features, entity features, and the encoder's
+    vectors for each article's own text. `rows`: other (user, article, time) rows of `day` than the
+    day's candidates, each given silver's features as of its time. raw: the `raw` fixture."""
+    from news_ai_assets.settings import SETTINGS
+
+    behaviors, news, vectors = raw
+    articles = day_articles(behaviors, news, day)
+    ids = sorted(articles)
+    embedded = encoded([article_text(articles[n]) for n in ids])
+    entity_embeddings = {n: reference.entity_features(articles[n], vectors)["entity_embedding"] for n in ids}
+    categories = {n: (a["category"], a["subcategory"]) for n, a in news.items()}
+    return reference.silver_rows(
+        rows if rows is not None else reference.interactions([r for r in behaviors if r["date"] == day]),
+        reference.user_features(behaviors, categories, day, SETTINGS.lookback_days),
+        {n: reference.news_features(articles[n]) for n in ids},
+        {n: [float(x) for x in vector] for n, vector in zip(ids, embedded)},
+        behaviors, categories, day, SETTINGS.lookback_days,
+        {n: vector for n, vector in entity_embeddings.items() if vector is not None},
+    )

@@ -13,7 +13,7 @@ import pytest
 from benchmarks import loop, run, sql_floor
 from news_ai_assets.mind import sample
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.doc_blocks import clean_env, run_bash, user_folder
+from news_ai_assets_tests.doc_blocks import clean_env, doc_block, run_bash, user_folder
 from news_ai_assets_tests.pipeline import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +158,13 @@ def test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_databa
     # every daily asset of the next day, whose new texts each try embeds, as the kept state lacks them
     assert "## daily 2019-11-12: " in daily and "| silver__impressions | " in daily
     assert len(re.findall(r"\| features__text_embeddings \|.*newly_embedded [1-9]", daily)) == 1
+    # point-in-time retrieval beside silver on the same kept state (the block's second line)
+    retrieval = doc_block("retrieval-benchmark").splitlines()[1].split("#")[0].replace(
+        "benchmarks/results/loop-small", str(loop_folder)).replace("--events 1000000", "--events 400")
+    done = subprocess.run(retrieval.replace(".venv/bin/python", sys.executable), shell=True, cwd=ROOT, env=clean_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"400 events on 3 days in [0-9.]+ s .*events/s; silver for 2019-11-(09|10|11): \d[\d,]* rows", done.stdout)
     # the kept database is as it was built; nothing of the tries is left
     assert read_table(loop_folder / "kept" / "bench.duckdb", "silver.training_examples").equals(stored)
     assert not (loop_folder / "try").exists()

@@ -25,12 +25,15 @@ RUN_BY = {
     "real-mind": "test_docs.py::test_the_demo_reads_a_mind_folder_from_the_environment",
     "export": "test_docs.py::test_the_export_writes_one_day_of_silver_to_parquet",
     "nrms": "test_docs.py::test_the_nrms_example_batches_one_day_of_impressions",
+    "retrieval": "test_docs.py::test_the_retrieval_example_gives_each_event_its_features",
     "baseline": "test_docs.py::test_the_baseline_runs_on_a_silver_table",
     "ui": "test_ui.py (its fixture starts scripts/dev.sh)",
     "cli": "test_docs.py::test_the_cli_block_runs_in_a_fresh_folder",
     "sample": "test_docs.py::test_the_sample_command_writes_a_mind_folder",
     "benchmark": "test_benchmarks.py::test_the_benchmark_runs_end_to_end_at_tiny_scale",
     "speed-loop": "test_benchmarks.py::test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database",
+    "retrieval-benchmark": "test_benchmarks.py::test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_database "
+                           "(line 2, on that test's kept tiny database)",
     "embedding-benchmark": "test_benchmarks.py::test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there",
     "tests": "test_docs.py::test_ci_runs_the_documented_test_command (and CI itself)",
     "instance-migrate": "test_delta.py::test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage (the "
@@ -88,6 +91,14 @@ def _python_block(name: str, tmp_path: Path, db: Path) -> subprocess.CompletedPr
     script.write_text(doc_block(name))
     return subprocess.run([sys.executable, script], env=clean_env(NEWS_AI_DUCKDB_PATH=str(db)), capture_output=True,
                           text=True, timeout=300)
+
+
+def test_the_retrieval_example_gives_each_event_its_features(tmp_path, tiny_graph):
+    done = _python_block("retrieval", tmp_path, tiny_graph)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("│ U5 ", "│ U12 "))]
+    assert "shape: (2, 4)" in done.stdout and len(rows) == 2, done.stdout
+    assert all("null" not in row for row in rows), done.stdout  # both users and articles are seen on the day
 
 
 def test_the_nrms_example_batches_one_day_of_impressions(tmp_path, tiny_mind):

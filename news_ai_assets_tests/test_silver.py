@@ -5,14 +5,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from news_ai_assets.compute import reference
 from news_ai_assets.compute.silver import RecentShows, silver_for_day
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests.compare import assert_rows_match, assert_same_rows
 from news_ai_assets_tests.pipeline import (
     PARTITIONED_ASSETS, assert_checks_passed, check_evaluations, materialize, read_table,
 )
-from news_ai_assets_tests.raw import article_text, day_articles, encoded, entity_vectors, raw_mind
+from news_ai_assets_tests.raw import reference_silver
 
 FIRST, LAST = "2019-11-09", "2019-11-16"
 
@@ -30,33 +29,6 @@ def _tables(db) -> dict[str, pl.DataFrame]:
     names = ["bronze.behaviors", "bronze.news", "features.interactions", "features.user_features",
              "features.news_features", "features.text_embeddings", "features.entity_features", "silver.training_examples"]
     return {name.split(".")[1]: read_table(db, name) for name in names}
-
-
-@pytest.fixture(scope="module")
-def raw(tiny_mind):
-    """The reference's inputs, from the raw files alone."""
-    behaviors, news = raw_mind(tiny_mind)
-    return behaviors, news, entity_vectors(tiny_mind)
-
-
-def reference_silver(raw, day: dt.date) -> list[dict]:
-    """silver.training_examples[day] by the slow reference, from the raw files end to end: the
-    reference's own interactions, user and news features, entity features, and the encoder's
-    vectors for each article's own text."""
-    behaviors, news, vectors = raw
-    articles = day_articles(behaviors, news, day)
-    ids = sorted(articles)
-    embedded = encoded([article_text(articles[n]) for n in ids])
-    entity_embeddings = {n: reference.entity_features(articles[n], vectors)["entity_embedding"] for n in ids}
-    categories = {n: (a["category"], a["subcategory"]) for n, a in news.items()}
-    return reference.silver_rows(
-        reference.interactions([r for r in behaviors if r["date"] == day]),
-        reference.user_features(behaviors, categories, day, SETTINGS.lookback_days),
-        {n: reference.news_features(articles[n]) for n in ids},
-        {n: [float(x) for x in vector] for n, vector in zip(ids, embedded)},
-        behaviors, categories, day, SETTINGS.lookback_days,
-        {n: vector for n, vector in entity_embeddings.items() if vector is not None},
-    )
 
 
 @pytest.mark.parametrize("day", [dt.date(2019, 11, 9), dt.date(2019, 11, 14), dt.date(2019, 11, 16)])

@@ -349,7 +349,9 @@ def silver_rows(
         shows = [(r, c) for r in window for c in r["impressions"] if c["news_id"] == news]
         labelled = [(r, c) for r, c in shows if r["click_count"] is not None]
         clicks = sum(1 for _, c in labelled if c["clicked"])
-        first_shown = min(r["time"] for r in window + today for c in r["impressions"] if c["news_id"] == news)
+        first_shown = min((r["time"] for r in window + today for c in r["impressions"]
+                           if c["news_id"] == news and r["time"] <= row["time"]), default=None)
+        age = (row["time"] - first_shown).total_seconds() if first_shown is not None else None
         recent = {}
         for name, hours in (("1h", 1), ("6h", 6), ("24h", 24)):
             shown = [c for r in behavior_rows if r["click_count"] is not None
@@ -368,8 +370,8 @@ def silver_rows(
                 "candidate_impressions": len(shows),
                 "candidate_clicks": clicks,
                 "candidate_ctr": (clicks + 20 * prior) / (len(labelled) + 20),
-                "article_age_days": (row["time"] - first_shown).total_seconds() / 86400,
-                "hours_since_first_seen": (row["time"] - first_shown).total_seconds() / 3600,
+                "article_age_days": age / 86400 if age is not None else None,
+                "hours_since_first_seen": age / 3600 if age is not None else None,
                 **recent,
                 "history_entity_similarity": _cosine_of_mean(
                     [entity_vectors[i] for i in histories[user] if i in entity_vectors], entity_vectors.get(news)),

@@ -18,8 +18,9 @@ D (W = lookback days):
 - candidate_impressions, candidate_clicks: times c was shown, and clicked (labelled impressions
   only), in D-W..D-1. candidate_ctr = (clicks + m * p) / (labelled shows + m): smoothed towards
   p, the CTR of all labelled impressions in the window (0 if none), with m = 20.
-- article_age_days: days from the first time c was shown in D-W..D to this impression (>= 0;
-  the first showing is at or before this impression, so nothing later leaks in).
+- article_age_days: days from the first time c was shown in D-W..D, at or before this
+  impression's time T, to T (>= 0; a showing later on D does not count, so nothing later leaks in;
+  NULL when c was not shown up to T, which never holds for a silver row: it is a showing at T).
   hours_since_first_seen: the same span in hours.
 - candidate_impressions_{1h,6h,24h}, candidate_clicks_{1h,6h,24h}: c's shows and clicks in
   labelled impressions at times t with T - window <= t < T, T this impression's time (an
@@ -66,17 +67,23 @@ SILVER_DESCRIPTIONS = {
     "candidate_impressions": "Times the candidate was shown in days D-W .. D-1.",
     "candidate_clicks": "Clicks on the candidate in labelled impressions of days D-W .. D-1.",
     "candidate_ctr": f"(candidate_clicks + {PRIOR_WEIGHT}·p) / (labelled shows + {PRIOR_WEIGHT}), p the window's CTR.",
-    "article_age_days": "Days since the candidate's first showing in D-W .. D, at this impression's time (>= 0).",
+    "article_age_days": "Days from the candidate's first showing in D-W .. D at or before this impression's time T, to T "
+                        "(>= 0).",
     **{f"candidate_{what}_{name}": f"{label} in labelled impressions during the {hours} h before this impression's time T "
                                    "(T - window <= t < T; may reach into D-1)."
        for name, hours in POPULARITY_WINDOWS.items()
        for what, label in (("impressions", "Times the candidate was shown"), ("clicks", "Clicks on the candidate"))},
-    "hours_since_first_seen": "Hours since the candidate's first showing in D-W .. D, at this impression's time (>= 0).",
+    "hours_since_first_seen": "Hours from the candidate's first showing in D-W .. D at or before this impression's time T, "
+                              "to T (>= 0).",
     "history_entity_similarity": "Cosine of the mean entity_embedding of the user's history articles (those with one) and "
                                  "the candidate's entity_embedding; NULL if either is missing.",
 }
 
 
+# The candidate's first showing at or before the row's time: in the window, or on D up to T.
+FIRST_SEEN = pl.min_horizontal(
+    "first_shown_before", pl.when(pl.col("first_shown_today") <= pl.col("time")).then(pl.col("first_shown_today"))
+)
 CANDIDATE_STATS_SCHEMA = {"date": pl.Date, "news_id": pl.String, "shown": pl.Int32, "labelled": pl.Int32,
                           "clicks": pl.Int32, "first_shown": pl.Datetime("us")}
 CANDIDATE_STATS_DESCRIPTIONS = {
@@ -107,14 +114,15 @@ def candidate_stats(interactions: pl.DataFrame) -> pl.DataFrame:
 
 
 def _candidate_history(daily: pl.DataFrame, day: dt.date, lookback_days: int) -> tuple[pl.DataFrame, float]:
-    """Per article: shows, labelled shows and clicks in the window; first showing in window + D."""
+    """Per article: shows, labelled shows, clicks and first showing in the window; first showing on D."""
     in_window = pl.col("date") < day
     history = (
         daily.filter(pl.col("date").is_between(day - dt.timedelta(days=lookback_days), day))
         .group_by("news_id")
         .agg(
             *[pl.col(c).filter(in_window).sum().cast(pl.Int32) for c in ("shown", "labelled", "clicks")],
-            pl.col("first_shown").min(),
+            pl.col("first_shown").filter(in_window).min().alias("first_shown_before"),
+            pl.col("first_shown").filter(~in_window).min().alias("first_shown_today"),
         )
     )
     labelled = history.get_column("labelled").sum()
@@ -324,9 +332,8 @@ def silver_for_day(
             pl.col("clicks").fill_null(0).alias("candidate_clicks"),
             ((pl.col("clicks").fill_null(0) + PRIOR_WEIGHT * prior) / (pl.col("labelled").fill_null(0) + PRIOR_WEIGHT))
             .cast(pl.Float32).alias("candidate_ctr"),
-            ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 86_400_000_000)
-            .cast(pl.Float32).alias("article_age_days"),
-            ((pl.col("time") - pl.col("first_shown")).dt.total_microseconds() / 3_600_000_000)
+            ((pl.col("time") - FIRST_SEEN).dt.total_microseconds() / 86_400_000_000).cast(pl.Float32).alias("article_age_days"),
+            ((pl.col("time") - FIRST_SEEN).dt.total_microseconds() / 3_600_000_000)
             .cast(pl.Float32).alias("hours_since_first_seen"),
             *recent.slice(start, chunk_rows).get_columns(),
             pl.Series("history_entity_similarity",

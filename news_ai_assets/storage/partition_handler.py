@@ -24,7 +24,7 @@ def _slice_days(table_slice: TableSlice) -> tuple[list[dt.date] | None, str]:
     return None, "date"
 
 
-class _StoredTableDays(StoredDays):
+class StoredTableDays(StoredDays):
     """Days of a stored table or view, scanned lazily (filters and columns reach the storage)."""
 
     def __init__(self, database: Database, schema: str, table: str, days: Sequence[dt.date], columns: Sequence[str] | None):
@@ -92,7 +92,7 @@ class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
             if days:
                 require_written(conn, schema, stored, days, day_column, connection.location())
             if context.dagster_type.typing_type is StoredDays:
-                return _StoredTableDays(connection, schema, table_slice.table, days, table_slice.columns)
+                return StoredTableDays(connection, schema, table_slice.table, days, table_slice.columns)
             columns = ", ".join(quote(c) for c in table_slice.columns) if table_slice.columns else "*"
             where, params = days_filter(days, day_column)
             return conn.sql(f"SELECT {columns} FROM {quote(schema)}.{quote(table_slice.table)} WHERE {where}",
