@@ -90,9 +90,12 @@ def training_examples(
             "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
             "rows_missing_embedding": articles.join(day_embeddings, on="news_id", how="anti").height,
         }
-        recent_shows = (interactions.scan().filter((pl.col("date") >= day - dt.timedelta(days=1)) & (pl.col("date") <= day)
-                                                   & pl.col("clicked").is_not_null())
-                        .select("news_id", "time", "clicked").collect())
+        # Labelled shows of D-1 and D: D's are in the rows just read, so only D-1's are read again.
+        recent_shows = pl.concat([
+            interactions.scan().filter((pl.col("date") == day - dt.timedelta(days=1)) & pl.col("clicked").is_not_null())
+            .select("news_id", "time", "clicked").collect(),
+            day_interactions.filter(pl.col("clicked").is_not_null()).select("news_id", "time", "clicked"),
+        ])
         chunks = silver_for_day(
             day_interactions, window_behaviors(behaviors, day), news.read(first, day), day_embeddings,
             entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
