@@ -342,14 +342,18 @@ def statements(mind: Path, cache_key: str) -> list[tuple[str, str]]:
     ]
 
 
+def _show_key(day: str) -> str:
+    """A show's place in (article, time) order: its article's code in day_articles, then microseconds from D-1."""
+    return f"code * {SHOW_SPAN_US} + epoch_us(time - (DATE '{day}' - 1)::TIMESTAMP)"
+
+
 def _cross_features_sql(day: str) -> str:
     """One day's identifiers, label and cross features but the similarities and the intra-day
     popularity, with the rows those need (user_row, text_row, entity_row, show_key), in
     (split, impression_id, position) order."""
     return f"""
         WITH recent AS (
-            SELECT *, code * {SHOW_SPAN_US} + epoch_us(time - (DATE '{day}' - 1)::TIMESTAMP) AS show_key
-            FROM interactions JOIN day_articles USING (news_id) WHERE date = DATE '{day}'
+            SELECT *, {_show_key(day)} AS show_key FROM interactions JOIN day_articles USING (news_id) WHERE date = DATE '{day}'
         ), known AS (SELECT user_id, count(*) AS known FROM known_items WHERE day = DATE '{day}' GROUP BY ALL)
         SELECT i.date, i.impression_id, i.user_id, i.news_id, i.time, i.position, i.split, i.clicked,
                CASE WHEN k.known > 0 AND n.category IS NOT NULL THEN coalesce(c.share, 0) END::FLOAT AS user_category_ratio,
@@ -377,8 +381,7 @@ def _popularity(conn: duckdb.DuckDBPyConnection, day: str, show_keys: np.ndarray
     """Labelled shows and clicks of each row's article in each window [T - h, T) over D-1 and D.
     SQL's RANGE frames did this at a third of the graph's speed (most of the floor's time), so it is
     NumPy: the shows sorted by (article, time) with running clicks, two binary searches a window."""
-    shows = conn.execute(f"""SELECT code * {SHOW_SPAN_US} + epoch_us(time - (DATE '{day}' - 1)::TIMESTAMP) AS key,
-                                    clicked::BIGINT AS clicked
+    shows = conn.execute(f"""SELECT {_show_key(day)} AS key, clicked::BIGINT AS clicked
                              FROM interactions JOIN day_articles USING (news_id)
                              WHERE date BETWEEN DATE '{day}' - 1 AND DATE '{day}' AND clicked IS NOT NULL
                              ORDER BY key""").fetchnumpy()
@@ -421,11 +424,11 @@ def _cosines(conn: duckdb.DuckDBPyConnection, vectors: np.ndarray, table: str, r
     out = np.full(len(user_rows), np.nan, dtype=np.float32)
     found = np.flatnonzero(vector_rows >= 0)
     for start in range(0, len(found), 2048):  # the gathered vectors stay in cache
-        u, v = user_rows[found[start:start + 2048]], vector_rows[found[start:start + 2048]]
+        i = found[start:start + 2048]
+        u, v = user_rows[i], vector_rows[i]
         norms = mean_norms[u] * vector_norms[v]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[found[start:start + 2048]] = np.clip(
-                np.where(norms > 0, np.einsum("ij,ij->i", means[u], vectors[v]) / norms, np.nan), -1.0, 1.0)
+            out[i] = np.clip(np.where(norms > 0, np.einsum("ij,ij->i", means[u], vectors[v]) / norms, np.nan), -1.0, 1.0)
     return pa.array(out, mask=np.isnan(out))
 
 

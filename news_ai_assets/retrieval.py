@@ -29,8 +29,9 @@ import polars as pl
 import pyarrow as pa
 
 from news_ai_assets.assets.common import DAILY_ASSETS
-from news_ai_assets.assets.features import window_behaviors
-from news_ai_assets.compute.silver import CROSS_COLUMNS, ID_COLUMNS, silver_for_day
+from news_ai_assets.assets.silver import cross_feature_chunks, training_examples
+from news_ai_assets.assets.versions import upstream_days
+from news_ai_assets.compute.silver import CROSS_COLUMNS, ID_COLUMNS, JOINED_NEWS_COLUMNS, JOINED_USER_COLUMNS
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage.database import Database, describe_days, materialize_command, recorded_partitions, require_written
 from news_ai_assets.storage.partition_handler import StoredTableDays
@@ -39,6 +40,7 @@ from news_ai_assets.summary import stored_tables
 EVENT_COLUMNS = ("user_id", "news_id", "time")
 _ROW = "__news_ai_event_row"  # the caller's row number, while the events are worked on day by day
 _SPLIT = "event"  # what silver's code sees as the events' split: each event its own impression, in order
+FEATURE_COLUMNS = [*JOINED_USER_COLUMNS, *JOINED_NEWS_COLUMNS, *CROSS_COLUMNS]
 
 
 class RetrievalInputError(ValueError):
@@ -65,7 +67,7 @@ def _events_frame(events) -> pl.DataFrame:
         raise RetrievalInputError("no events given")
     if missing := [c for c in EVENT_COLUMNS if c not in events.columns]:
         raise RetrievalInputError(f"the events lack the column(s) {', '.join(missing)}; they need {', '.join(EVENT_COLUMNS)}")
-    if taken := sorted(set(events.columns) & set(_feature_columns())):
+    if taken := sorted(set(events.columns) & set(FEATURE_COLUMNS)):
         raise RetrievalInputError(f"the events' column(s) {', '.join(taken)} would be replaced by features: rename them")
     when = events.schema["time"]
     if when == pl.String:
@@ -78,26 +80,10 @@ def _events_frame(events) -> pl.DataFrame:
     return events
 
 
-def _feature_columns() -> list[str]:
-    from news_ai_assets.compute.news_features import NEWS_FEATURE_COLUMNS
-    from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
-
-    return [*(c for c in USER_FEATURE_COLUMNS if c not in ("date", "user_id")),
-            *(c for c in NEWS_FEATURE_COLUMNS if c not in ("date", "news_id")), *CROSS_COLUMNS]
-
-
 def _needed(day: dt.date) -> dict[str, list[dt.date]]:
-    """asset -> the days of it silver reads for `day` (partitions only: a lookback reaching before the
-    first partition reads what is there, as silver does)."""
-    def days(first: dt.date) -> list[dt.date]:
-        return [d for d in (first + dt.timedelta(days=i) for i in range((day - first).days + 1)) if d >= SETTINGS.start_date]
-
-    lookback = days(day - dt.timedelta(days=SETTINGS.lookback_days))
-    return {
-        "features/interactions": days(day - dt.timedelta(days=1)), "features/candidate_stats": lookback,
-        "bronze/behaviors": lookback, "bronze/news": lookback, "features/user_features": [day],
-        "features/news_features": [day], "features/text_embeddings": [day], "features/entity_features": [day],
-    }
+    """asset -> the days of it silver reads for `day`, through silver's own partition mappings."""
+    return {key.to_user_string(): upstream_days(training_examples.get_partition_mapping(key), day)
+            for key in training_examples.keys_by_input_name.values()}
 
 
 def _require_stored(database: Database, days: list[dt.date]) -> None:
@@ -127,21 +113,16 @@ def _day_features(database: Database, events: pl.DataFrame, day: dt.date) -> pl.
     def stored(asset: str, columns: list[str] | None = None) -> StoredTableDays:
         return StoredTableDays(database, *asset.split("/"), _needed(day)[asset], columns)
 
-    first = day - dt.timedelta(days=SETTINGS.lookback_days)
     interactions = stored("features/interactions", ["date", "news_id", "time", "clicked"])
     rows = events.select(
         pl.lit(day).alias("date"), pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("impression_id"),
         "user_id", "news_id", "time", pl.lit(1, dtype=pl.Int32).alias("position"), pl.lit(_SPLIT).alias("split"),
         pl.lit(None, dtype=pl.Boolean).alias("clicked"),
     ).select(ID_COLUMNS)
-    recent_shows = (interactions.scan().filter(pl.col("clicked").is_not_null())
-                    .select("news_id", "time", "clicked").collect())
-    cross = pl.concat(silver_for_day(
-        rows, window_behaviors(stored("bronze/behaviors"), day),
-        stored("bronze/news", ["date", "news_id", "category", "subcategory"]).read(first, day),
-        stored("features/text_embeddings", ["date", "news_id", "embedding"]).read(day),
-        stored("features/entity_features", ["date", "news_id", "entity_embedding"]).read(day),
-        stored("features/candidate_stats").read(first, day), recent_shows, day, SETTINGS.lookback_days,
+    cross = pl.concat(cross_feature_chunks(
+        day, rows, interactions.read(day), stored("features/text_embeddings", ["date", "news_id", "embedding"]).read(day),
+        interactions, stored("features/candidate_stats"), stored("features/entity_features", ["date", "news_id", "entity_embedding"]),
+        stored("bronze/behaviors"), stored("bronze/news", ["date", "news_id", "category", "subcategory"]),
     ))
     users = stored("features/user_features").read(day).drop("date").with_columns(user_seen=True)
     news = stored("features/news_features").read(day).drop("date").with_columns(article_seen=True)
@@ -166,7 +147,7 @@ def features_for_events(events, database: Database | None = None) -> Retrieved:
     for day in days:
         on_day = events.filter(pl.col("time").dt.date() == day)
         features.append(_day_features(database, on_day.drop(_ROW), day).with_columns(on_day.get_column(_ROW)))
-    joined = events.join(pl.concat(features).select(_ROW, *_feature_columns(), "user_seen", "article_seen"),
+    joined = events.join(pl.concat(features).select(_ROW, *FEATURE_COLUMNS, "user_seen", "article_seen"),
                          on=_ROW, how="left").sort(_ROW)
     return Retrieved(
         joined.drop(_ROW, "user_seen", "article_seen"),

@@ -83,23 +83,15 @@ def training_examples(
 
     def prepared(day: dt.date) -> tuple:
         """A day's inputs read and its first chunk computed (on computed_ahead's thread: no context here)."""
-        started, first = time.perf_counter(), day - dt.timedelta(days=SETTINGS.lookback_days)
+        started = time.perf_counter()
         day_interactions, day_embeddings = interactions.read(day, columns=ID_COLUMNS), text_embeddings.read(day)
         articles = day_interactions.select("news_id")
         facts = {
             "rows_missing_news_features": articles.join(news_features.read(day, columns=["news_id"]), on="news_id", how="anti").height,
             "rows_missing_embedding": articles.join(day_embeddings, on="news_id", how="anti").height,
         }
-        # Labelled shows of D-1 and D: D's are in the rows just read, so only D-1's are read again.
-        recent_shows = pl.concat([
-            interactions.scan().filter((pl.col("date") == day - dt.timedelta(days=1)) & pl.col("clicked").is_not_null())
-            .select("news_id", "time", "clicked").collect(),
-            day_interactions.filter(pl.col("clicked").is_not_null()).select("news_id", "time", "clicked"),
-        ])
-        chunks = silver_for_day(
-            day_interactions, window_behaviors(behaviors, day), news.read(first, day), day_embeddings,
-            entity_features.read(day), candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
-        )
+        chunks = cross_feature_chunks(day, day_interactions, day_interactions, day_embeddings, interactions,
+                                      candidate_stats, entity_features, behaviors, news)
         return day, started, facts, next(chunks), chunks
 
     def day_rows():
@@ -116,6 +108,26 @@ def training_examples(
             yield day, rows_as_stream(_recorded(context, day, chunks, facts, started, progress))
 
     return DayRows(day_rows())
+
+
+def cross_feature_chunks(
+    day: dt.date, rows: pl.DataFrame, shows_today: pl.DataFrame, day_embeddings: pl.DataFrame, interactions: StoredDays,
+    candidate_stats: StoredDays, entity_features: StoredDays, behaviors: StoredDays, news: StoredDays,
+) -> Iterator[pl.DataFrame]:
+    """silver_for_day over the stored inputs of `day` (silver's own and point-in-time retrieval's):
+    `rows` the candidates (ID_COLUMNS), `shows_today` D's interactions, `day_embeddings` D's text
+    vectors; D-1's labelled shows, the window's behaviors, news and candidate statistics read here."""
+    first = day - dt.timedelta(days=SETTINGS.lookback_days)
+    # Labelled shows of D-1 and D: D's are in the rows the caller has read, so only D-1's are read here.
+    recent_shows = pl.concat([
+        interactions.scan().filter((pl.col("date") == day - dt.timedelta(days=1)) & pl.col("clicked").is_not_null())
+        .select("news_id", "time", "clicked").collect(),
+        shows_today.filter(pl.col("clicked").is_not_null()).select("news_id", "time", "clicked"),
+    ])
+    return silver_for_day(
+        rows, window_behaviors(behaviors, day), news.read(first, day), day_embeddings, entity_features.read(day),
+        candidate_stats.read(first, day), recent_shows, day, SETTINGS.lookback_days,
+    )
 
 
 def _recorded(context, day: dt.date, chunks: Iterator[pl.DataFrame], facts: dict, started: float,

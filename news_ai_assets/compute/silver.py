@@ -354,12 +354,15 @@ def rows_as_stream(chunks: Iterator[pl.DataFrame]) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(first.schema, batches())
 
 
+# What the wide table joins on of the user and news features (their keys are silver's own).
+JOINED_USER_COLUMNS = [c for c in USER_FEATURE_COLUMNS if c not in ("date", "user_id")]
+JOINED_NEWS_COLUMNS = [c for c in NEWS_FEATURE_COLUMNS if c not in ("date", "news_id")]
+
+
 def wide_view_sql(stored: str, user_features: str, news_features: str) -> str:
     """The wide silver table over the stored cross features: user and news features joined on."""
-    users = [c for c in USER_FEATURE_COLUMNS if c not in ("date", "user_id")]
-    news = [c for c in NEWS_FEATURE_COLUMNS if c not in ("date", "news_id")]
-    columns = [*(f"c.{c}" for c in ID_COLUMNS), *(f"u.{c}" for c in users), *(f"n.{c}" for c in news),
-               *(f"c.{c}" for c in CROSS_COLUMNS)]
+    columns = [*(f"c.{c}" for c in ID_COLUMNS), *(f"u.{c}" for c in JOINED_USER_COLUMNS),
+               *(f"n.{c}" for c in JOINED_NEWS_COLUMNS), *(f"c.{c}" for c in CROSS_COLUMNS)]
     return (
         f"SELECT {', '.join(columns)} FROM {stored} c "
         f"LEFT JOIN {user_features} u ON u.date = c.date AND u.user_id = c.user_id "
