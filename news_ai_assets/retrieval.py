@@ -35,7 +35,7 @@ from news_ai_assets.compute.silver import CROSS_COLUMNS, ID_COLUMNS, JOINED_NEWS
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage.database import Database, describe_days, materialize_command, recorded_partitions, require_written
 from news_ai_assets.storage.partition_handler import StoredTableDays
-from news_ai_assets.summary import stored_tables
+from news_ai_assets.summary import nothing_written, stored_tables
 
 EVENT_COLUMNS = ("user_id", "news_id", "time")
 _ROW = "__news_ai_event_row"  # the caller's row number, while the events are worked on day by day
@@ -91,6 +91,8 @@ def _require_stored(database: Database, days: list[dt.date]) -> None:
     if outside := [d for d in days if not daily_partitions.has_partition_key(d.isoformat())]:
         raise RetrievalInputError(f"events on {describe_days(outside)} fall outside the partitions "
                                   f"({SETTINGS.start_date} .. {SETTINGS.end_date}: NEWS_AI_START_DATE / NEWS_AI_END_DATE)")
+    if not database.holds_pipeline_data():
+        raise RetrievalInputError(nothing_written(database))
     needed: dict[str, list[dt.date]] = {}
     for day in days:
         for asset, asset_days in _needed(day).items():

@@ -30,14 +30,18 @@ def stored_tables() -> dict[str, str]:
     return names
 
 
+def nothing_written(database: Database) -> str:
+    """What a program that reads says when the configured storage holds nothing of the pipeline."""
+    return (f"{database.location()} holds no partition written by this pipeline ({LEDGER} is missing): materialise "
+            "first (./scripts/demo.sh, or dg launch), or check NEWS_AI_DUCKDB_PATH / NEWS_AI_DELTA_URI")
+
+
 def partition_counts(database: Database) -> pl.DataFrame:
     """Rows per (stored table, day), as each day's last write recorded them. A database without that
     record (none there yet, or another path) stops the summary, naming it, rather than print blanks."""
+    if not database.holds_pipeline_data():
+        raise SystemExit(nothing_written(database))
     with database.connect() as conn:
-        if LEDGER not in _present(conn):
-            raise SystemExit(f"{database.location()} holds no partition written by this pipeline ({LEDGER} is "
-                             "missing): materialise first (./scripts/demo.sh, or dg launch), or check "
-                             "NEWS_AI_DUCKDB_PATH / NEWS_AI_DELTA_URI")
         return conn.sql(
             f"SELECT table_name, date, arg_max(row_count, write_id) AS rows FROM {LEDGER} GROUP BY ALL ORDER BY ALL"
         ).pl()

@@ -125,6 +125,24 @@ def test_the_cli_keeps_the_callers_order_and_columns_and_counts_unseen_users_and
     assert failed.returncode == 1 and "features/interactions for 2019-11-19, 2019-11-20" in failed.stderr
     assert not (tmp_path / "later.parquet").exists()
 
+    # A database that is not there, or a link to one that is gone (refused by the settings), is named, and
+    # nothing is created.
+    (tmp_path / "gone.duckdb").symlink_to(tmp_path / "unmounted" / "graph.duckdb")
+    for database, said in ((tmp_path / "mistyped" / "graph.duckdb", "holds no partition written by this pipeline"),
+                           (tmp_path / "gone.duckdb", "which does not exist; refusing to create a new database behind it")):
+        missing = subprocess.run([sys.executable, "-m", "news_ai_assets.retrieval", str(tmp_path / "events.csv"),
+                                  "--out", str(tmp_path / "none.parquet")], env=clean_env(NEWS_AI_DUCKDB_PATH=str(database)),
+                                 capture_output=True, text=True)
+        assert missing.returncode == 1 and str(database) in missing.stderr and said in missing.stderr
+    assert not (tmp_path / "mistyped").exists() and not (tmp_path / "unmounted").exists()
+    assert not (tmp_path / "none.parquet").exists()
+    # An events file with a header and no row, or none at all, is refused.
+    (tmp_path / "empty.csv").write_text("user_id,news_id,time\n")
+    for events in (tmp_path / "empty.csv", tmp_path / "absent.csv"):
+        refused = subprocess.run([sys.executable, "-m", "news_ai_assets.retrieval", str(events), "--out",
+                                  str(tmp_path / "none.parquet")], env=env, capture_output=True, text=True)
+        assert refused.returncode == 1 and ("no events given" in refused.stderr or f"no events file at {events}" in refused.stderr)
+
 
 def test_events_on_days_not_stored_fail_naming_the_days_and_the_command(stored):
     events = pl.DataFrame({"user_id": ["U1", "U2"], "news_id": ["N1", "N2"],

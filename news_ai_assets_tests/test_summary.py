@@ -37,3 +37,4 @@ def test_a_database_nothing_was_written_to_stops_the_summary_naming_it(tmp_path)
                           env=clean_env(NEWS_AI_DUCKDB_PATH=str(tmp_path / "elsewhere.duckdb")), timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{tmp_path / 'elsewhere.duckdb'} holds no partition written by this pipeline" in done.stderr
+    assert not (tmp_path / "elsewhere.duckdb").exists()  # named, not created

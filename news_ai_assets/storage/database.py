@@ -161,6 +161,12 @@ class Database(dg.ConfigurableResource):
         """A new connection in which every stored table and view reads as schema.table."""
         raise NotImplementedError
 
+    def holds_pipeline_data(self) -> bool:
+        """Whether the pipeline wrote anything here (its partition ledger exists). Programs beside the
+        pipeline that only read ask first, so a mistyped location is named, never created."""
+        with self.connect() as conn:
+            return _has_table(conn, *LEDGER.split("."))
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         conn = self.reader()

@@ -340,6 +340,10 @@ class DuckDBDatabase(Database):
     def location(self) -> str:
         return self.database
 
+    def holds_pipeline_data(self) -> bool:
+        # a connection creates a missing file: ask the disk first
+        return Path(self.database).exists() and super().holds_pipeline_data()
+
     def reader(self) -> duckdb.DuckDBPyConnection:
         """In a run, a cursor of the run's connection: closing that at the run's end closes every
         reader with it, also one a lazy scan still holds (Polars may drop a plan, and with it the
