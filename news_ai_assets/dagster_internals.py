@@ -51,22 +51,11 @@ def add_partition_metadata(context: dg.OutputContext, partition_key: str, metada
 
 
 def check_evaluations(
-    context: dg.AssetCheckExecutionContext, check_key: dg.AssetCheckKey, results: Mapping[str, tuple[bool, Mapping]],
+    check_key: dg.AssetCheckKey, results: Mapping[str, tuple[bool, Mapping]], latest: Mapping[str, dg.EventLogRecord],
     blocking: bool,
 ) -> list[dg.AssetCheckEvaluation]:
     """One evaluation per partition key of `results` ((passed, metadata) each), linked to that
-    partition's latest materialisation."""
-    latest = {}
-    records = context.instance.fetch_materializations(  # a range run's own are the newest, one per partition
-        dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=list(results)), limit=len(results)
-    ).records
-    for record in records:
-        latest.setdefault(record.partition_key, record)
-    for key in set(results) - set(latest):
-        found = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=check_key.asset_key, asset_partitions=[key]), limit=1
-        ).records
-        latest.update({key: found[0]} if found else {})
+    partition's latest materialisation (`latest`, by partition key)."""
     return [
         dg.AssetCheckEvaluation(
             asset_key=check_key.asset_key, check_name=check_key.name, passed=passed, metadata=dict(metadata),

@@ -9,7 +9,7 @@ import polars as pl
 
 from news_ai_assets.assets.common import (
     PARTITIONED_TABLE, Progress, SqlCheck, column_schema, counts_table, day_metadata, not_emptied, partition_days,
-    preview, run_metadata, sql_checks, stored_as, timed,
+    preview, reported_days, run_metadata, sql_checks, stored_as, timed,
 )
 from news_ai_assets.assets.versions import behaviors_day_version, record_versions, rows_version
 from news_ai_assets.compute.bronze import news_for_days
@@ -109,7 +109,7 @@ def bronze_behaviors(context: dg.AssetExecutionContext, mind: MindSource, databa
                     context.add_asset_metadata({"dagster/column_schema": column_schema(rows.schema, BEHAVIOR_DESCRIPTIONS)})
                 yield day, rows
 
-    return DayRows(days())
+    return reported_days(context, days())
 
 
 NEWS_VIEW = (  # each day's articles, every version of an article stored once in bronze.articles
@@ -166,7 +166,7 @@ def bronze_news(
             record_versions(context, {day: rows_version(day_news, ["news_id", "article_key"])})
             yield day, day_news
 
-    return DayRows(days())
+    return reported_days(context, days())
 
 
 bronze_checks = [

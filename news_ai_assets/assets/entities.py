@@ -5,8 +5,8 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import NEWS
 from news_ai_assets.assets.common import (
-    SqlCheck, column_schema, counts_table, day_metadata, no_rows_where, partition_days, preview, run_metadata,
-    sql_checks, stored_as, timed,
+    SqlCheck, column_schema, counts_table, day_metadata, measured, no_rows_where, partition_days, preview, reported_days,
+    run_metadata, sql_checks, stored_as, timed,
 )
 from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.entity_features import ENTITY_FEATURE_DESCRIPTIONS
@@ -80,7 +80,7 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
 
     def days():
         for day in partition_days(context):
-            with timed(context, "compute") as timing:
+            with measured("compute") as timing:
                 articles = news.read(day)
                 features = compute_entity_features(articles, vectors["entity"].vectors, source)
                 added = database.add_new_rows(*ARTICLE_ENTITY_FEATURES, features, ["article_key", "entity_source"])
@@ -103,7 +103,7 @@ def entity_features(context: dg.AssetExecutionContext, news: StoredDays, mind: M
                     pl.Schema({"date": pl.Date, "news_id": pl.String, **features.schema}), ENTITY_FEATURE_DESCRIPTIONS)})
             yield day, articles.select("date", "news_id", "article_key", pl.lit(source).alias("entity_source"))
 
-    return DayRows(days())
+    return reported_days(context, days())
 
 
 _TABLE = "features.entity_features"

@@ -9,9 +9,9 @@ import polars as pl
 
 from news_ai_assets.assets.bronze import BEHAVIORS, NEWS
 from news_ai_assets.assets.common import (
-    PARTITIONED_TABLE, Progress, SqlCheck, column_schema, day_metadata, no_rows_where, non_finite_rows, partition_days,
-    preview, recorded_time, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as, timed,
-    unique_rows,
+    PARTITIONED_TABLE, Progress, SqlCheck, column_schema, day_metadata, measured, no_rows_where, non_finite_rows,
+    partition_days, preview, reported_days, require_lookback_before_start_empty, run_metadata, sql_checks, stored_as,
+    time_and_memory, unique_rows,
 )
 from news_ai_assets.assets.versions import record_input_versions
 from news_ai_assets.compute.embeddings import (
@@ -73,12 +73,12 @@ def by_day(
 
     def days() -> Iterator:
         for index, (day, rows, facts, seconds) in enumerate(computed_ahead(map(computed, partition_days(context)))):
-            day_metadata(context, day, {**facts, **recorded_time(context, "compute", seconds)})
+            day_metadata(context, day, {**facts, **time_and_memory("compute", seconds)})
             if index == 0:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(schema or rows.schema, descriptions)})
             yield day, rows
 
-    return DayRows(days())
+    return reported_days(context, days())
 
 
 @dg.asset(
@@ -183,7 +183,7 @@ def news_features(context: dg.AssetExecutionContext, news: StoredDays, database:
 
     def days() -> Iterator:
         for day in partition_days(context):
-            with timed(context, "compute") as timing:
+            with measured("compute") as timing:
                 articles = news.read(day)
                 missing = database.missing_keys("features", "article_features", articles.select("article_key"))
                 new = articles.join(missing, on="article_key", how="semi").unique("article_key")
@@ -196,7 +196,7 @@ def news_features(context: dg.AssetExecutionContext, news: StoredDays, database:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(shown.schema, NEWS_FEATURE_DESCRIPTIONS)})
             yield day, articles.select("date", "news_id", "article_key")
 
-    return DayRows(days())
+    return reported_days(context, days())
 
 
 TEXT_EMBEDDINGS_VIEW = (  # each day's articles with the vector of their text, from the content-addressed cache

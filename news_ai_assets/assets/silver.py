@@ -95,7 +95,7 @@ def training_examples(
         return day, started, facts, next(chunks), chunks
 
     def day_rows():
-        progress = Progress(context, "days computed and stored", len(days), "days", every_s=0)
+        progress = Progress(context, "days computed and stored", len(days), "days")
         # The next day is read and set up while this one's chunks are computed and stored.
         for day, started, facts, head, chunks in computed_ahead(map(prepared, days)):
             if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:

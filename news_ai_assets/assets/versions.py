@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 import polars as pl
 
-from news_ai_assets.assets.common import partition_days
+from news_ai_assets.assets.common import latest_materializations, partition_days
 from news_ai_assets.dagster_internals import DATA_VERSION_TAG, set_partition_data_versions
 from news_ai_assets.settings import daily_partitions
 
@@ -56,14 +56,12 @@ def upstream_days(mapping: dg.PartitionMapping | None, day: dt.date) -> list[dt.
 
 def latest_data_versions(instance: dg.DagsterInstance, key: dg.AssetKey, days: Iterable[dt.date]) -> dict[dt.date, str]:
     """The data version of each day's latest materialisation of `key` ("none" for a day never materialised)."""
-    versions = {}
-    for day in days:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=1
-        ).records
-        tags = records[0].asset_materialization.tags if records else {}
-        versions[day] = (tags or {}).get(DATA_VERSION_TAG, "none")
-    return versions
+    days = list(days)
+    latest = latest_materializations(instance, key, [day.isoformat() for day in days])
+    return {
+        day: ((record.asset_materialization.tags or {}) if (record := latest.get(day.isoformat())) else {}).get(DATA_VERSION_TAG, "none")
+        for day in days
+    }
 
 
 def record_versions(context: dg.AssetExecutionContext, versions: Mapping[dt.date, str]) -> None:

@@ -57,7 +57,13 @@ class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
         if view:
             connection.define_view(schema, table_slice.table, view)
         changed = sorted({c for written in writes for c in written.changed_columns})
-        return {"dagster/row_count": sum(w.rows for w in writes), "migrated_columns": ", ".join(changed) or "none"}
+        stored_days = [day for written in writes for day in written.rows_by_day]
+        rows = sum(w.rows for w in writes)
+        # one line for the output, not one per day: each is an event in the instance (~9 ms on SQLite), and
+        # each partition's count is on its own materialisation
+        span = f" for {len(stored_days)} day(s), {min(stored_days)} .. {max(stored_days)}" if stored_days else ""
+        context.log.info(f"stored {schema}.{stored}: {rows:,} rows{span}")
+        return {"dagster/row_count": rows, "migrated_columns": ", ".join(changed) or "none"}
 
     @staticmethod
     def _each_day(output: DayRows, days: list[dt.date] | None, table: str) -> Iterator[tuple[dt.date, Rows]]:
@@ -82,7 +88,6 @@ class PolarsPartitionHandler(DbTypeHandler[Rows | DayRows | StoredDays]):
                 "dagster/row_count": count,
                 "Query": f"SELECT * FROM {schema}.{context.asset_key.path[-1]} WHERE {day_column} = '{day}'",
             })
-            context.log.info(f"stored {schema}.{table} for {day}: {count} rows")
         return written
 
     def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: Database) -> pl.DataFrame | StoredDays:
