@@ -305,6 +305,8 @@ texts AS (
 ), validated AS (
     SELECT *,
         regexp_full_match(impressions_text, '{grammar.LABELLED_IMPRESSIONS}') AS labelled,
+        -- each candidate as [news id, label]: split once for the repeat check and the impressions column
+        list_transform(string_split(impressions_text, ' '), lambda t: string_split(t, '-')) AS candidate_parts,
         CASE
             WHEN field_count_problem IS NOT NULL THEN field_count_problem
             WHEN impression_id IS NULL THEN 'impression_id: {_ID.problem}'
@@ -318,8 +320,8 @@ texts AS (
                 CASE WHEN regexp_full_match(impressions_raw, '{grammar.ANY_IMPRESSION_TOKENS}') THEN 'impressions: {grammar.MIXED_LABELS}'
                      ELSE 'impressions: {_IMPRESSIONS.problem}' END
             WHEN $split IN {grammar.LABELLED_SPLITS} AND NOT labelled THEN 'impressions: {grammar.UNLABELLED_IN_LABELLED_SPLIT}'
-            WHEN list_unique(string_split(replace(replace(impressions_text, '-0', ''), '-1', ''), ' '))
-                 < len(string_split(impressions_text, ' ')) THEN 'impressions: {grammar.REPEATED_CANDIDATE}'
+            WHEN list_unique(list_transform(candidate_parts, lambda p: p[1])) < len(candidate_parts)
+                THEN 'impressions: {grammar.REPEATED_CANDIDATE}'
         END AS reason
     FROM texts
 )"""
@@ -331,9 +333,8 @@ _BEHAVIORS_COLUMNS = """
     time,
     $split AS split,
     CASE WHEN history_text = '' THEN []::VARCHAR[] ELSE string_split(history_text, ' ') END AS history,
-    list_transform(string_split(impressions_text, ' '), lambda t: {
-        'news_id': split_part(t, '-', 1),
-        'clicked': CASE split_part(t, '-', 2) WHEN '1' THEN true WHEN '0' THEN false END
+    list_transform(candidate_parts, lambda p: {
+        'news_id': p[1], 'clicked': CASE p[2] WHEN '1' THEN true WHEN '0' THEN false END
     }) AS impressions,
     len(history)::INTEGER AS history_length,
     len(impressions)::INTEGER AS impressions_count,
