@@ -276,3 +276,31 @@ def test_a_control_character_in_an_identifier_is_a_reject_naming_it(tmp_path):
         "history: not news ids separated by single spaces", "history: not news ids separated by single spaces",
         "user_id: not U followed by digits"]
     assert rejects.get_column("raw_line").str.contains("\x01", literal=True).any()
+
+
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.from_regex(grammar.ENTITY_LIST_COMMON_FORM, fullmatch=True))
+def test_every_text_in_the_common_entity_form_is_an_entity_list(text):
+    """The readers skip the Python parse for texts in ENTITY_LIST_COMMON_FORM: it must only narrow the grammar."""
+    assert grammar.entity_list_problem(text) is None
+
+
+@pytest.mark.parametrize("text", [
+    '[{"Label": "a", "Type": "P", "WikidataId": "Q1", "Confidence": 1.5, "OccurrenceOffsets": [0], "SurfaceForms": ["a"]}]',
+    '[{"Label": "a", "Type": "P", "WikidataId": "Q1", "Confidence": 1, "OccurrenceOffsets": [2147483648], "SurfaceForms": []}]',
+    '[{"Label": "\\ud800", "Type": "P", "WikidataId": "Q1", "Confidence": 0.5, "OccurrenceOffsets": [], "SurfaceForms": []}]',
+    '[{"Label": "a", "Type": "P", "WikidataId": "Q1", "Confidence": 0.5, "OccurrenceOffsets": [], "SurfaceForms": [],}]',
+    '[{"Label": "a", "Label": "b", "WikidataId": "Q1", "Confidence": 0.5, "OccurrenceOffsets": [], "SurfaceForms": []}]',
+])
+def test_texts_outside_the_common_entity_form_are_left_to_the_parse(text):
+    assert grammar.entity_list_problem(text) is not None
+    assert re.fullmatch(grammar.ENTITY_LIST_COMMON_FORM, text) is None
+
+
+def test_mind_writes_its_entity_lists_in_the_common_form():
+    """The real rows' lists all take the fast path (else the narrowing buys nothing)."""
+    if not REAL_SUBSET.exists():
+        pytest.skip(f"{REAL_SUBSET} is not here")
+    lists = [field for line in (REAL_SUBSET / "MINDsmall_train" / "news.tsv").read_text().splitlines()
+             for field in line.split("\t")[6:8] if field not in ("", "[]")]
+    assert lists and all(re.fullmatch(grammar.ENTITY_LIST_COMMON_FORM, text) for text in lists)

@@ -387,6 +387,12 @@ def read_behaviors(splits: list[SplitDir], start: dt.date, end: dt.date) -> Read
     )
 
 
+def _entity_problem_sql(column: str) -> str:
+    """Why the column's text is not an entity list: NULL straight away in MIND's own form, else Python's parse."""
+    return (f"CASE WHEN regexp_full_match({column}, '{grammar.ENTITY_LIST_COMMON_FORM}') THEN NULL "
+            f"ELSE entity_list_problem({column}) END AS {column}_problem")
+
+
 _NEWS_VALIDATION = f"""
 validated AS (
     SELECT *,
@@ -395,7 +401,7 @@ validated AS (
             {" ".join(_breaks(field) for field in grammar.NEWS_FIELDS if field.name not in grammar.ENTITY_FIELDS)}
             {" ".join(f"WHEN {f}_problem IS NOT NULL THEN '{f}: ' || {f}_problem" for f in grammar.ENTITY_FIELDS)}
         END AS reason
-    FROM (SELECT *, {", ".join(f"entity_list_problem({f}) AS {f}_problem" for f in grammar.ENTITY_FIELDS)} FROM raw)
+    FROM (SELECT *, {", ".join(_entity_problem_sql(f) for f in grammar.ENTITY_FIELDS)} FROM raw)
 )"""
 
 
