@@ -7,9 +7,11 @@ import time
 import dagster as dg
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from news_ai_assets.storage.database import SchemaMismatchError, StorageWriteError, recorded_partitions, require_written
+from news_ai_assets.storage import partition_handler
 from news_ai_assets.storage.duckdb_file import DuckDBLockedError, NotADuckDBFileError, connect, replace_rows
 from news_ai_assets_tests.pipeline import another_process_holding
 
@@ -178,6 +180,32 @@ def test_each_day_written_is_recorded_and_a_day_never_written_is_refused(tmp_pat
         with pytest.raises(dg.Failure, match=r"no longer holds what its last materialisation wrote for 2019-11-09 "
                                              r"\(1 rows stored, 2 written\)"):
             require_written(conn, "layer", "t", [D1, D2])
+
+
+def test_small_days_are_written_together_and_a_failing_day_still_leaves_those_before_it_written(monkeypatch):
+    """Consecutive days' frames go to storage as one write up to DAYS_WRITTEN_TOGETHER_ROWS rows (a stream,
+    or a frame of other columns, on its own); when computing a day fails, the days before it are written."""
+    monkeypatch.setattr(partition_handler, "DAYS_WRITTEN_TOGETHER_ROWS", 4)
+    days = [D1 + dt.timedelta(days=i) for i in range(6)]
+    stream = _frame(days[3], [7]).to_arrow()
+
+    def produced(fail_on: dt.date | None = None):
+        for day, rows in [(days[0], _frame(days[0], [1, 2])), (days[1], _frame(days[1], [3])), (days[2], _frame(days[2], [4, 5])),
+                          (days[3], pa.RecordBatchReader.from_batches(stream.schema, stream.to_batches())),
+                          (days[4], _frame(days[4], [8]).drop("label")), (days[5], _frame(days[5], [9]).drop("label"))]:
+            if day == fail_on:
+                raise RuntimeError(f"computing {day} failed")
+            yield day, rows
+
+    writes = [(batch, rows.read_all().num_rows if isinstance(rows, pa.RecordBatchReader) else rows.num_rows)
+              for batch, rows in partition_handler._joined(produced())]
+    assert writes == [(days[:2], 3), (days[2:3], 2), (days[3:4], 1), (days[4:], 2)]
+
+    written = []
+    with pytest.raises(RuntimeError, match="computing 2019-11-11 failed"):
+        for batch, _ in partition_handler._joined(produced(fail_on=days[2])):
+            written.append(batch)
+    assert written == [days[:2]]
 
 
 @pytest.mark.parametrize("content", [b"PAR1\x00\x00\x00\x00PAR1", b"date,value\n2019-11-09,1\n", b"SQLite format 3\x00" + bytes(100), b""])
