@@ -144,7 +144,14 @@ def _content(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> p
     """Category preferences over the history list plus the articles clicked in the window."""
     items = content_items(users, window)
     total = items.group_by("user_id").agg(pl.len().alias("total_content_interactions"))
-    known = items.join(news.select("news_id", "category", "subcategory"), on="news_id", how="inner")
+    # Categories as their dense rank in sorted order while counting: integers compare as the strings do
+    # (the same ties, the same order), so the top category and the ratios are unchanged; names come back at the end.
+    coded = news.select("news_id", *[pl.col(c).rank("dense").alias(c) for c in ("category", "subcategory")])
+    names = {c: pl.DataFrame({c: coded.get_column(c), f"{c}_name": news.get_column(c)}).unique(c)
+             for c in ("category", "subcategory")}
+    vocabulary = names["category"].filter(pl.col("category_name").is_in(CATEGORY_VOCABULARY))
+    code_of = dict(zip(vocabulary.get_column("category_name"), vocabulary.get_column("category"), strict=True))
+    known = items.join(coded, on="news_id", how="inner")
     counts = known.group_by("user_id", "category").len()
     diversity = (
         counts.with_columns(p=pl.col("len") / pl.col("len").sum().over("user_id"))
@@ -152,13 +159,19 @@ def _content(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> p
         .agg((-(pl.col("p") * pl.col("p").log(2)).sum()).alias("category_diversity"))
     )
     ratios = known.group_by("user_id").agg(
-        *[(pl.col("category") == c).mean().alias(f"category_ratio_{c}") for c in CATEGORY_VOCABULARY],
-        (~pl.col("category").is_in(CATEGORY_VOCABULARY)).mean().alias("category_ratio_other"),
+        *[pl.col("category").is_in([code_of[c]] if c in code_of else []).mean().alias(f"category_ratio_{c}")
+          for c in CATEGORY_VOCABULARY],
+        (~pl.col("category").is_in(list(code_of.values()))).mean().alias("category_ratio_other"),
     )
+    top = [
+        _most_frequent(known, "user_id", column, column).join(names[column], on=column, how="left")
+        .select("user_id", pl.col(f"{column}_name").alias(name))
+        for column, name in (("category", "top_category"), ("subcategory", "top_subcategory"))
+    ]
     return (
         total.join(diversity, on="user_id", how="left")
-        .join(_most_frequent(known, "user_id", "category", "top_category"), on="user_id", how="left")
-        .join(_most_frequent(known, "user_id", "subcategory", "top_subcategory"), on="user_id", how="left")
+        .join(top[0], on="user_id", how="left")
+        .join(top[1], on="user_id", how="left")
         .join(ratios, on="user_id", how="left")
     )
 
@@ -254,8 +267,12 @@ def user_features_for_day(behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.d
       time, split, impression_id and history are read, and of the window days all but history.
     news: news_id, category, subcategory of the articles those reference (one row per id).
     """
-    users = active_users(behaviors, day)
-    window = lookback_window(behaviors, day, lookback_days).join(users.select("user_id"), on="user_id", how="semi")
+    # Each active user as a 32-bit code from here on: grouping, joining and sorting ~8 M history items (a
+    # MIND-large day) by an integer instead of a string; mapped back to user_id at the end.
+    codes = active_users(behaviors, day).with_row_index("code")
+    users = codes.drop("user_id").rename({"code": "user_id"})
+    window = (lookback_window(behaviors, day, lookback_days).join(codes.select("user_id", "code"), on="user_id")
+              .drop("user_id").rename({"code": "user_id"}))
     day_start = dt.datetime.combine(day, dt.time())
     features = (
         users.with_columns(pl.col("history").list.len().alias("history_length"))
@@ -278,7 +295,8 @@ def user_features_for_day(behaviors: pl.DataFrame, news: pl.DataFrame, day: dt.d
             pl.lit(day).alias("date"),
         )
     )
-    return features.select(USER_FEATURE_COLUMNS).cast(_TYPES).sort("user_id")
+    named = features.rename({"user_id": "code"}).join(codes.select("code", "user_id"), on="code")
+    return named.select(USER_FEATURE_COLUMNS).cast(_TYPES).sort("user_id")
 
 
 def null_counts_by_family(features: pl.DataFrame) -> dict[str, int]:
