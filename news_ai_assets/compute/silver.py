@@ -130,15 +130,24 @@ def _candidate_history(daily: pl.DataFrame, day: dt.date, lookback_days: int) ->
     return history, prior
 
 
-def _user_preferences(users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
-    """(user, category) and (user, subcategory) shares of known content items, and known counts."""
-    known = content_items(users, window).join(news.select("news_id", "category", "subcategory"), on="news_id")
-    totals = known.group_by("user_id").agg(pl.len().alias("known_items"))
+def _user_preferences(user_rows: pl.DataFrame, users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame,
+                      codes: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, ...]:
+    """Per user_row, its known content items, and its (category_code) and (subcategory_code) shares of
+    them for the kinds in `codes` (the day's candidates'; other kinds count in the total only). Users as
+    rows and kinds as codes: ~8 M history items a MIND-large day are grouped by integers, not strings."""
+    def by_row(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(user_rows, on="user_id").drop("user_id").rename({"user_row": "user_id"})
+
+    kinds = news.select("news_id", "category", "subcategory")
+    for kind, coded in codes.items():
+        kinds = kinds.join(coded, on=kind, how="left")
+    known = content_items(by_row(users), by_row(window)).join(kinds, on="news_id").rename({"user_id": "user_row"})
+    totals = known.group_by("user_row").agg(pl.len().alias("known_items"))
     shares = [
-        known.group_by("user_id", kind).len()
-        .join(totals, on="user_id")
-        .select("user_id", kind, (pl.col("len") / pl.col("known_items")).alias(f"user_{kind}_ratio"))
-        for kind in ("category", "subcategory")
+        known.drop_nulls(f"{kind}_code").group_by("user_row", f"{kind}_code").len()
+        .join(totals, on="user_row")
+        .select("user_row", f"{kind}_code", (pl.col("len") / pl.col("known_items")).alias(f"user_{kind}_ratio"))
+        for kind in codes
     ]
     return totals, *shares
 
@@ -149,11 +158,10 @@ class Shares:
     looked up by (user row, kind code). A join of each chunk on (user_id, kind) rebuilt the hash
     table of the day's ~4 M (user, kind) pairs per chunk: 15 of a MIND-large day's 55 s of compute."""
 
-    def __init__(self, shares: pl.DataFrame, kind: str, user_rows: pl.DataFrame, codes: pl.DataFrame):
-        self.kind, self.count = kind, codes.height
-        keyed = shares.join(user_rows, on="user_id").join(codes, on=kind)
-        self.table = np.full(user_rows.height * self.count, np.nan, dtype=np.float32)
-        self.table[self._keys(keyed)] = keyed.get_column(f"user_{kind}_ratio").cast(pl.Float32).to_numpy()
+    def __init__(self, shares: pl.DataFrame, kind: str, users: int, kinds: int):
+        self.kind, self.count = kind, kinds
+        self.table = np.full(users * self.count, np.nan, dtype=np.float32)
+        self.table[self._keys(shares)] = shares.get_column(f"user_{kind}_ratio").cast(pl.Float32).to_numpy()
 
     def _keys(self, rows: pl.DataFrame) -> np.ndarray:
         """Each row's place in the table; -1 where its user or kind is unknown."""
@@ -287,21 +295,19 @@ def silver_for_day(
         # release the GIL): 13 instead of 17 s to the first chunk of a MIND-large day, its 2 cores busy.
         recent = pool.submit(lambda: pl.DataFrame(RecentShows(recent_shows, day_articles, day).counts(rows)))
         users = active_users(behaviors, day)
+        user_rows = users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
         window = lookback_window(behaviors, day, lookback_days)
         categories = news.select("news_id", "category", "subcategory").unique("news_id")
-        known_items, category_share, subcategory_share = _user_preferences(users, window, categories)
-        candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
         articles = day_articles.join(categories, on="news_id", how="left")
+        codes = {kind: articles.select(kind).drop_nulls().unique().sort(kind).with_row_index(f"{kind}_code")
+                 for kind in ("category", "subcategory")}
+        known_items, category_share, subcategory_share = _user_preferences(user_rows, users, window, categories, codes)
+        candidates, prior = _candidate_history(daily_candidates, day, lookback_days)
         texts = UserVectors(users, embeddings.filter(pl.col("date") == day), "embedding", unit=True)
         entities = UserVectors(users, entity_embeddings, "entity_embedding", unit=False)
         # What a row needs of its user and of its article, joined once per day, not once per chunk.
-        per_user = (
-            users.select("user_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("user_row"))
-            .join(known_items, on="user_id", how="left")
-        )
-        codes = {kind: articles.select(kind).drop_nulls().unique().sort(kind).with_row_index(f"{kind}_code")
-                 for kind in ("category", "subcategory")}
-        shares = [Shares(share, kind, per_user.select("user_id", "user_row"), codes[kind])
+        per_user = user_rows.join(known_items, on="user_row", how="left")
+        shares = [Shares(share, kind, users.height, codes[kind].height)
                   for share, kind in ((category_share, "category"), (subcategory_share, "subcategory"))]
         per_article = (
             articles
