@@ -3,7 +3,6 @@
 import datetime as dt
 
 import dagster as dg
-from dagster_deltalake import LocalConfig, S3Config
 
 from news_ai_assets.assets import bronze, entities, features, gold, impressions, silver
 from news_ai_assets.assets.common import DAILY_ASSETS
@@ -12,7 +11,6 @@ from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.run_console import LOGGER_CONFIG, RUN_LOGGERS
 from news_ai_assets.settings import SETTINGS, daily_partitions
 from news_ai_assets.storage.database import Database
-from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase, DuckDBPolarsIOManager
 
 all_assets = dg.load_assets_from_modules([bronze, features, entities, silver, impressions, gold])
@@ -52,6 +50,11 @@ def mind_features_job_schedule(context: dg.ScheduleEvaluationContext, mind: Mind
 def storage_resources() -> dict[str, dg.ConfigurableResource]:
     """The IO manager and the database for NEWS_AI_STORAGE: one DuckDB file, or Delta tables."""
     if SETTINGS.storage == "delta":
+        # Imported here: dagster_deltalake and deltalake take 0.3 s to import, in every run's process.
+        from dagster_deltalake import LocalConfig, S3Config
+
+        from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
+
         location = (S3Config() if SETTINGS.delta_uri.startswith("s3://") else LocalConfig())
         return {"io_manager": DeltaPolarsIOManager(root_uri=SETTINGS.delta_uri, storage_options=location),
                 "database": DeltaDatabase(uri=SETTINGS.delta_uri)}

@@ -14,7 +14,6 @@ import dagster as dg
 import duckdb
 
 from news_ai_assets.compute.encoder import BACKENDS, DEVICES, PRECISIONS
-from news_ai_assets.storage.delta_tables import normalised_uri
 from news_ai_assets.storage.duckdb_file import NotADuckDBFileError, check_database_file
 
 DEFAULT_START_DATE = "2019-11-09"
@@ -113,7 +112,8 @@ def _delta_uri() -> str:
         raise SettingError(f"NEWS_AI_DELTA_URI={raw!r} must be a folder, file://PATH or s3://BUCKET[/PREFIX]")
     if scheme and any(mark in raw for mark in "#?"):  # delta-rs would cut the path there: every table in one place
         raise SettingError(f"NEWS_AI_DELTA_URI={raw!r}: in a URI, '#' and '?' end the path; give such a folder as a plain path")
-    return normalised_uri(raw)
+    # a local folder as an absolute path; file:// and s3:// URIs as given
+    return raw.rstrip("/") if "://" in raw else str(Path(raw).expanduser().absolute())
 
 
 def load_settings() -> Settings:

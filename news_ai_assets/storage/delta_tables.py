@@ -28,7 +28,6 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import duckdb
@@ -353,8 +352,3 @@ class DeltaPolarsIOManager(PartitionHandling, DeltaLakePolarsIOManager):
 
     def create_io_manager(self, context) -> DbIOManager:
         return partition_io_manager(_DeltaClient(), "deltalake", self.schema_, "DeltaPolarsIOManager")
-
-
-def normalised_uri(raw: str) -> str:
-    """A local folder as an absolute path; file:// and s3:// URIs as given."""
-    return raw.rstrip("/") if "://" in raw else str(Path(raw).expanduser().absolute())
