@@ -58,10 +58,8 @@ def latest_data_versions(instance: dg.DagsterInstance, key: dg.AssetKey, days: I
     """The data version of each day's latest materialisation of `key` ("none" for a day never materialised)."""
     days = list(days)
     latest = latest_materializations(instance, key, [day.isoformat() for day in days])
-    return {
-        day: ((record.asset_materialization.tags or {}) if (record := latest.get(day.isoformat())) else {}).get(DATA_VERSION_TAG, "none")
-        for day in days
-    }
+    tags = {day: (latest[day.isoformat()].asset_materialization.tags or {}) if day.isoformat() in latest else {} for day in days}
+    return {day: tags[day].get(DATA_VERSION_TAG, "none") for day in days}
 
 
 def record_versions(context: dg.AssetExecutionContext, versions: Mapping[dt.date, str]) -> None:

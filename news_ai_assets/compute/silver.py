@@ -132,19 +132,19 @@ def _candidate_history(daily: pl.DataFrame, day: dt.date, lookback_days: int) ->
 
 def _user_preferences(user_rows: pl.DataFrame, users: pl.DataFrame, window: pl.DataFrame, news: pl.DataFrame,
                       codes: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, ...]:
-    """Per user_row (users' row, as in `user_rows`), its known content items, and its (category_code) and
-    (subcategory_code) shares of them for the kinds in `codes` (the day's candidates'; other kinds count in
-    the total only). Users as rows and kinds as codes: ~8 M history items a MIND-large day are grouped by
-    integers, not strings."""
+    """Per user_row (`user_rows`: user_id, user_row, in the order of `users`), its known content items, and its
+    (category_code) and (subcategory_code) shares of them for the kinds in `codes` (the day's candidates';
+    other kinds count in the total only). Users as rows and kinds as codes: ~8 M history items a MIND-large
+    day are grouped by integers, not strings."""
     kinds = news.select("news_id", "category", "subcategory")
     for kind, coded in codes.items():
         kinds = kinds.join(coded, on=kind, how="left")
     items = content_items(
-        users.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("user_id"), "history"),
+        user_rows.select(pl.col("user_row").alias("user_id"), users.get_column("history")),
         window.join(user_rows, on="user_id").select(pl.col("user_row").alias("user_id"), "clicked_news"),
     )
-    known = items.join(kinds.select("news_id", *[f"{kind}_code" for kind in codes]), on="news_id").drop("news_id")
-    known = known.rename({"user_id": "user_row"})
+    known = (items.join(kinds.select("news_id", *[f"{kind}_code" for kind in codes]), on="news_id")
+             .select(pl.col("user_id").alias("user_row"), *[f"{kind}_code" for kind in codes]))
     totals = known.group_by("user_row").agg(pl.len().alias("known_items"))
     shares = [
         known.drop_nulls(f"{kind}_code").group_by("user_row", f"{kind}_code").len()
