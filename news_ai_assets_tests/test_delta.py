@@ -425,7 +425,7 @@ def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_pa
                                   capture_output=True, text=True, check=True)
         backfill_id = launched.stdout.split()[1].rstrip(":")
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            deadline = time.monotonic() + 2400  # ~14 min on this 2-core box; a hung run is named with its last step
+            deadline = time.monotonic() + 2400  # ~6 min on this 2-core box; a hung run is named with its last step
             while (backfill := instance.get_backfill(backfill_id)).status.value in ("REQUESTED", "FAILING", "CANCELING"):
                 assert time.monotonic() < deadline, f"the backfill did not finish in 40 minutes; {_unfinished(instance, backfill_id)}"
                 time.sleep(5)

@@ -51,6 +51,10 @@ from news_ai_assets.storage.tables import Rows
 
 CATALOG = ("meta", "catalog")
 RETRIES = 30  # conflicting commits of appends and merges: each retry reads the new snapshot
+# A checkpoint every 10 commits, not Delta's 100: every run's process loads each table it reads from its last
+# checkpoint on, one request per commit after it, and a backfill commits to its tables dozens of times.
+# Set when a table is created (delta.checkpointInterval is a table property; tables made before keep theirs).
+NEW_TABLE_CONFIGURATION = {"delta.checkpointInterval": "10"}
 
 
 def table_uri(root: str, schema: str, table: str) -> str:
@@ -76,6 +80,7 @@ def _as_view(type_: pa.DataType) -> pa.DataType:
 
 _OPENED: dict[str, DeltaTable] = {}  # per process: a table read before only reads the log entries since
 _DATASETS: dict[str, tuple[int, object]] = {}  # the dataset of each table's latest version read
+_CATALOG_ENTRIES: dict[str, tuple[int, list[dict]]] = {}  # meta.catalog's rows at the version read last
 
 
 def _latest(uri: str, storage_options: dict[str, str]) -> DeltaTable | None:
@@ -130,15 +135,30 @@ def _filesystem(uri: str, storage_options: dict[str, str]) -> pa_fs.FileSystem:
     return pa_fs.SubTreeFileSystem(unquote(encoded), base)
 
 
-def _dataset(stored: DeltaTable, storage_options: dict[str, str]) -> ds.FileSystemDataset:
+def _dataset(stored: DeltaTable, storage_options: dict[str, str], string_views: bool = True) -> ds.FileSystemDataset:
     """The snapshot as an Arrow dataset on a native filesystem (_filesystem), strings read as
     string_view: Delta's MERGE writes Parquet files whose strings are string_view, and Arrow cannot
-    evaluate a pushed-down filter that compares such a file's column with a plain string."""
+    evaluate a pushed-down filter that compares such a file's column with a plain string.
+
+    The price: with string_view columns Arrow cannot match a filter against the files' statistics, so
+    every read opens every file. `string_views=False` for a table no MERGE ever writes (the ledger:
+    appended by every partition write, read for a few days by every run) keeps its files pruned."""
     uri, version = stored.table_uri, stored.version()
     if _DATASETS.get(uri, (None, None))[0] != version:
-        schema = pa.schema([f.with_type(_as_view(f.type)) for f in pa.schema(stored.schema().to_arrow())])
+        schema = pa.schema(stored.schema().to_arrow())
+        if string_views:
+            schema = pa.schema([f.with_type(_as_view(f.type)) for f in schema])
         _DATASETS[uri] = version, stored.to_pyarrow_dataset(filesystem=_filesystem(uri, storage_options), schema=schema)
     return _DATASETS[uri][1]
+
+
+def _catalog_entries(catalog: DeltaTable, storage_options: dict[str, str]) -> list[dict]:
+    """meta.catalog's rows, read once per version: every connection and registration reads the catalog,
+    and each read of its Parquet files is several requests (a third of a backfill's on S3)."""
+    uri, version = catalog.table_uri, catalog.version()
+    if _CATALOG_ENTRIES.get(uri, (None, None))[0] != version:
+        _CATALOG_ENTRIES[uri] = version, _dataset(catalog, storage_options).to_table().to_pylist()
+    return _CATALOG_ENTRIES[uri][1]
 
 
 def _retried(action: Callable[[], object], what: str) -> object:
@@ -165,14 +185,15 @@ class DeltaDatabase(Database):
         return _latest(table_uri(self.uri, schema, table), self.storage_options)
 
     def _write(self, uri: str, data, **options) -> None:
-        write_deltalake(uri, data, storage_options=self.storage_options or None, **options)
+        write_deltalake(uri, data, storage_options=self.storage_options or None, configuration=NEW_TABLE_CONFIGURATION,
+                        **options)
 
     # Reads
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         conn = open_duckdb()
         catalog = self._table(*CATALOG)
-        entries = _dataset(catalog, self.storage_options).to_table().to_pylist() if catalog else []
+        entries = _catalog_entries(catalog, self.storage_options) if catalog else []
         views = []
         for entry in sorted(entries, key=lambda e: e["name"]):
             schema, name = entry["name"].split(".")
@@ -183,7 +204,7 @@ class DeltaDatabase(Database):
             stored = self._table(schema, name)
             if stored is None:  # registered, first write still under way
                 continue
-            conn.register(f"delta__{schema}__{name}", _dataset(stored, self.storage_options))
+            conn.register(f"delta__{schema}__{name}", _dataset(stored, self.storage_options, entry["name"] != LEDGER))
             conn.execute(f"CREATE VIEW {quote(schema)}.{quote(name)} AS SELECT * FROM {quote(f'delta__{schema}__{name}')}")
         while views:  # a view may read another: define them in the order their inputs allow
             pending = []
@@ -204,7 +225,7 @@ class DeltaDatabase(Database):
         key = f"{schema}.{name}"
         catalog = self._table(*CATALOG)
         if catalog is not None:
-            known = {e["name"]: e["sql"] for e in _dataset(catalog, self.storage_options).to_table().to_pylist()}
+            known = {e["name"]: e["sql"] for e in _catalog_entries(catalog, self.storage_options)}
             if key in known and known[key] == sql:
                 return
         entry = pa.table({"name": [key], "kind": [kind], "sql": pa.array([sql], pa.string())})
