@@ -9,7 +9,9 @@ import pytest
 
 from news_ai_assets import summary
 from news_ai_assets.compute import reference
-from news_ai_assets.compute.evaluation import MAX_TRAIN_IMPRESSIONS, METRICS, fit_ranker, impression_metrics, scores
+from news_ai_assets.compute.evaluation import (
+    MAX_TRAIN_IMPRESSIONS, METRICS, fit_ranker, impression_metrics, scores, split_features,
+)
 from news_ai_assets.compute.evaluation import summary as summary_of
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.pipeline import PARTITIONED_ASSETS, evaluate, failure_messages, materialize, read_table
@@ -67,6 +69,16 @@ def graph(tmp_path_factory, tiny_graph):
     db = tmp_path_factory.mktemp("gold") / "g.duckdb"
     shutil.copy(tiny_graph, db)
     return db
+
+
+def test_a_feature_missing_on_every_train_row_is_left_out_and_named():
+    # a range whose train days have no day before them: the window features have no value on any train row
+    rng = np.random.default_rng(0)
+    train = pl.DataFrame({"clicked": rng.random(300) < 0.3, "ctr": rng.random(300),
+                          "behavior_count": pl.Series([None] * 300, dtype=pl.Int32), "gap": [None, *rng.random(299)]})
+    features, missing = split_features(train, ["ctr", "behavior_count", "gap"])
+    assert (features, missing) == (["ctr", "gap"], ["behavior_count"])
+    assert scores(fit_ranker(train, features), train, features).is_between(0, 1).all()
 
 
 def test_the_evaluation_reports_the_ranker_and_the_popularity_baseline(graph, tiny_mind):

@@ -23,6 +23,19 @@ def test_generation_is_deterministic(tmp_path, tiny_mind):
             assert filecmp.cmp(tmp_path / f"MINDsample_{split}" / name, tiny_mind / f"MINDsample_{split}" / name, shallow=False)
 
 
+def test_a_window_of_days_holds_those_days_at_the_scales_density(tmp_path):
+    sample.generate(tmp_path, "tiny", days=4, first_day=dt.date(2019, 11, 13))
+    behaviors, rejects, _ = read_behaviors(discover_splits(tmp_path), dt.date(2019, 11, 9), dt.date(2019, 11, 23))
+    per_day = dict(behaviors.group_by("date", "split").len().select("date", pl.struct("split", "len")).iter_rows())
+    tiny = sample.SCALES["tiny"].impressions  # each day as dense as in the whole calendar: train 180 / 6 days
+    assert rejects.height == 0 and per_day == {
+        dt.date(2019, 11, 13): {"split": "train", "len": tiny["train"] // 6},
+        dt.date(2019, 11, 14): {"split": "train", "len": tiny["train"] // 6},
+        dt.date(2019, 11, 15): {"split": "dev", "len": tiny["dev"]},
+        dt.date(2019, 11, 16): {"split": "test", "len": tiny["test"] // 7},
+    }
+
+
 def test_demo_has_mind_like_shapes(demo_mind):
     splits = discover_splits(demo_mind)
     behaviors, rejects, _ = read_behaviors(splits, dt.date(2019, 11, 9), dt.date(2019, 11, 23))

@@ -10,7 +10,7 @@ import polars as pl
 from news_ai_assets.assets.common import DAILY_ASSETS, peak_rss_mib
 from news_ai_assets.assets.silver import SILVER
 from news_ai_assets.compute.evaluation import (
-    MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, summary,
+    MAX_TRAIN_IMPRESSIONS, METRICS, SEED, feature_columns, fit_ranker, scores, split_features, summary,
 )
 from news_ai_assets.compute.silver import wide_view_sql
 from news_ai_assets.settings import SETTINGS
@@ -86,8 +86,10 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
                 SELECT {columns} FROM ({_wide_rows("picked", train_days)})
                 ORDER BY split, impression_id, position"""
         ).pl()
+        features, never_present = split_features(train, features)
         context.log.info(f"training on {train.height} rows of {train.n_unique(['split', 'impression_id'])} train impressions, "
-                         f"{len(features)} features")
+                         f"{len(features)} features" + (f"; left out, missing on every train row: {', '.join(never_present)}"
+                                                        if never_present else ""))
         model = fit_ranker(train, features)
         trained = time.perf_counter()
         dev_rows = f"(SELECT * FROM silver.cross_features WHERE split = 'dev' AND {_in(dev_days)})"
@@ -115,6 +117,7 @@ def ranker_evaluation(context: dg.AssetExecutionContext, database: Database) -> 
         "train_impressions": train.n_unique(["split", "impression_id"]),
         "dev_impressions_evaluated": ranker["impressions"],
         "features": len(features),
+        "features_missing_on_every_train_row": ", ".join(never_present) or "none",
         "train_seconds": round(trained - started, 2),
         "seconds": round(time.perf_counter() - started, 2),
         "process_peak_rss_mib": peak_rss_mib(),

@@ -67,6 +67,14 @@ def summary(scored: pl.DataFrame) -> dict[str, float]:
     return {"impressions": metrics.height, **{m: float(metrics.get_column(m).mean() or 0.0) for m in METRICS}}
 
 
+def split_features(train: pl.DataFrame, features: list[str]) -> tuple[list[str], list[str]]:
+    """`features` that have a value on some training row, and those missing on every one (a range whose
+    train days have no lookback day, say): a ranker learns nothing from the latter, and scikit-learn's
+    binning fails on a column with no value ("window shape cannot be larger than input array shape")."""
+    counts = train.select(pl.col(features).is_not_null().sum()).row(0, named=True) if features else {}
+    return [f for f in features if counts[f]], [f for f in features if not counts[f]]
+
+
 def fit_ranker(train: pl.DataFrame, features: list[str]) -> "HistGradientBoostingClassifier":
     """A gradient-boosted classifier of clicked on `features` (NULL is missing, which it handles), fixed seed."""
     from sklearn.ensemble import HistGradientBoostingClassifier

@@ -373,12 +373,15 @@ def _write_entity_vectors(path: Path, named: set[int], seed: int) -> None:
     path.write_text("".join(f"Q{1000 + k}\t" + "\t".join(f"{v:.6f}" for v in vectors[k]) + "\n" for k in kept))
 
 
-def generate(out_dir: Path, scale: str = "demo", seed: int = 7, days: int | None = None) -> list[Path]:
+def generate(out_dir: Path, scale: str = "demo", seed: int = 7, days: int | None = None,
+             first_day: dt.date = FIRST_DAY) -> list[Path]:
     """Writes MINDsample_<split>/ folders (behaviors.tsv, news.tsv, entity_embedding.vec); with `days`,
-    only the first that many days of the calendar, each as dense as at the whole scale (a split with
-    no day among them is left out), for benchmarks at a scale's density in a fraction of its time."""
+    only that many days of the calendar from `first_day` on, each as dense as at the whole scale (a split
+    with no day among them is left out), for benchmarks at a scale's density in a fraction of its time,
+    and for tests that need a few days of every split."""
     spec = SCALES[scale]
-    window = set(sorted(d for ds in SPLIT_DAYS.values() for d in ds)[:days]) if days else None
+    calendar = sorted(d for ds in SPLIT_DAYS.values() for d in ds if d >= first_day)
+    window = set(calendar[:days]) if days or first_day != FIRST_DAY else None
     rng = np.random.default_rng(seed)
     world = _build_world(spec, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
