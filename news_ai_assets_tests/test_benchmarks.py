@@ -99,7 +99,9 @@ def test_a_failed_run_stops_the_benchmark_with_a_report_of_what_ran(tmp_path):
 @pytest.mark.slow
 def test_the_embedding_benchmark_runs_on_the_cpu_and_refuses_fp16_there(tmp_path, tiny_mind):
     folder = user_folder(tmp_path)  # docs/benchmark.md's command, after the demo wrote its sample
-    sample.generate(folder / "data" / "sample_mind" / "demo", "demo")
+    # The tiny sample where the demo's would be: every option encodes each distinct text of the file for its
+    # fidelity, and the demo's 2,500 articles made that most of this test's three minutes.
+    sample.generate(folder / "data" / "sample_mind" / "demo", "tiny")
     completed = run_bash("embedding-benchmark", folder, clean_env(), timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     rows = {(row["path"], row["option"]): row for row in json.loads((folder / "embedding_rows.json").read_text())}
