@@ -79,6 +79,8 @@ def test_a_feature_missing_on_every_train_row_is_left_out_and_named():
     features, missing = split_features(train, ["ctr", "behavior_count", "gap"])
     assert (features, missing) == (["ctr", "gap"], ["behavior_count"])
     assert scores(fit_ranker(train, features), train, features).is_between(0, 1).all()
+    with pytest.raises(ValueError, match="no feature has a value on any of the 300 train rows"):
+        fit_ranker(train, split_features(train, ["behavior_count"])[0])
 
 
 def test_the_evaluation_reports_the_ranker_and_the_popularity_baseline(graph, tiny_mind):

@@ -34,6 +34,9 @@ def test_a_window_of_days_holds_those_days_at_the_scales_density(tmp_path):
         dt.date(2019, 11, 15): {"split": "dev", "len": tiny["dev"]},
         dt.date(2019, 11, 16): {"split": "test", "len": tiny["test"] // 7},
     }
+    with pytest.raises(ValueError, match="nothing to generate"):  # a window past the calendar writes nothing silently
+        sample.generate(tmp_path / "after", "tiny", days=2, first_day=dt.date(2019, 12, 1))
+    assert not (tmp_path / "after").exists()
 
 
 def test_demo_has_mind_like_shapes(demo_mind):

@@ -79,6 +79,9 @@ def fit_ranker(train: pl.DataFrame, features: list[str]) -> "HistGradientBoostin
     """A gradient-boosted classifier of clicked on `features` (NULL is missing, which it handles), fixed seed."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    if not features:
+        raise ValueError(f"no feature has a value on any of the {train.height} train rows: there is nothing to train the "
+                         "ranker on (do the train days have features? see silver's checks)")
     model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False,
                                            random_state=SEED)
     return model.fit(_matrix(train, features), train.get_column("clicked").cast(pl.Int8).to_numpy())

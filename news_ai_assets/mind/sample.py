@@ -380,8 +380,9 @@ def generate(out_dir: Path, scale: str = "demo", seed: int = 7, days: int | None
     with no day among them is left out), for benchmarks at a scale's density in a fraction of its time,
     and for tests that need a few days of every split."""
     spec = SCALES[scale]
-    calendar = sorted(d for ds in SPLIT_DAYS.values() for d in ds if d >= first_day)
-    window = set(calendar[:days]) if days or first_day != FIRST_DAY else None
+    window = set(sorted(d for ds in SPLIT_DAYS.values() for d in ds if d >= first_day)[:days])
+    if not window:
+        raise ValueError(f"no day of the sample's calendar is in {days} day(s) from {first_day}: nothing to generate")
     rng = np.random.default_rng(seed)
     world = _build_world(spec, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -391,7 +392,7 @@ def generate(out_dir: Path, scale: str = "demo", seed: int = 7, days: int | None
         if total == 0:
             continue
         per_day = np.diff(np.linspace(0, total, len(split_days) + 1).round().astype(np.int64))
-        kept = [(day, count) for day, count in zip(split_days, per_day) if window is None or day in window]
+        kept = [(day, count) for day, count in zip(split_days, per_day) if day in window]
         if not kept:
             continue
         split_dir = out_dir / f"MINDsample_{split}"

@@ -79,7 +79,7 @@ def _as_view(type_: pa.DataType) -> pa.DataType:
 
 
 _OPENED: dict[str, DeltaTable] = {}  # per process: a table read before only reads the log entries since
-_DATASETS: dict[str, tuple[int, object]] = {}  # the dataset of each table's latest version read
+_DATASETS: dict[tuple[str, bool], tuple[int, object]] = {}  # (uri, string_views): the dataset of the latest version read
 _CATALOG_ENTRIES: dict[str, tuple[int, list[dict]]] = {}  # meta.catalog's rows at the version read last
 
 
@@ -144,12 +144,13 @@ def _dataset(stored: DeltaTable, storage_options: dict[str, str], string_views: 
     every read opens every file. `string_views=False` for a table no MERGE ever writes (the ledger:
     appended by every partition write, read for a few days by every run) keeps its files pruned."""
     uri, version = stored.table_uri, stored.version()
-    if _DATASETS.get(uri, (None, None))[0] != version:
+    if _DATASETS.get((uri, string_views), (None, None))[0] != version:
         schema = pa.schema(stored.schema().to_arrow())
         if string_views:
             schema = pa.schema([f.with_type(_as_view(f.type)) for f in schema])
-        _DATASETS[uri] = version, stored.to_pyarrow_dataset(filesystem=_filesystem(uri, storage_options), schema=schema)
-    return _DATASETS[uri][1]
+        _DATASETS[uri, string_views] = version, stored.to_pyarrow_dataset(filesystem=_filesystem(uri, storage_options),
+                                                                          schema=schema)
+    return _DATASETS[uri, string_views][1]
 
 
 def _catalog_entries(catalog: DeltaTable, storage_options: dict[str, str]) -> list[dict]:
