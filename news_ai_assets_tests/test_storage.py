@@ -323,23 +323,27 @@ def test_a_scan_still_referenced_after_the_run_does_not_keep_the_file_open(tmp_p
         left_over[0].collect()  # the leftover reader was closed with the run, not left holding the file
 
 
-def test_the_next_chunk_is_computed_while_this_one_is_stored():
-    """computed_ahead keeps the order, overlaps computing with storing, and raises what computing raised."""
+def test_the_next_chunks_are_computed_while_this_one_is_stored():
+    """computed_ahead keeps the order, computes the next `in_flight` items while the caller handles one,
+    and raises what computing raised in that item's turn."""
     import threading
 
-    from news_ai_assets.storage.tables import computed_ahead
+    from news_ai_assets.compute.ahead import computed_ahead
 
-    second_started = threading.Event()
+    for in_flight in (1, 2):
+        started = {item: threading.Event() for item in range(4)}
 
-    def chunks():
-        yield 1
-        second_started.set()
-        yield 2
-        raise ValueError("chunk 3 failed")
+        def compute(item: int) -> int:
+            started[item].set()
+            if item == 3:
+                raise ValueError("chunk 3 failed")
+            return item * 10
 
-    ahead = computed_ahead(chunks())
-    assert next(ahead) == 1
-    assert second_started.wait(10), "chunk 2 was not computed while chunk 1 was being stored"
-    assert next(ahead) == 2
-    with pytest.raises(ValueError, match="chunk 3 failed"):
-        next(ahead)
+        ahead = computed_ahead(compute, range(4), in_flight)
+        assert next(ahead) == 0
+        for item in range(1, in_flight + 1):
+            assert started[item].wait(10), f"item {item} was not computed while item 0 was being stored"
+        assert not started[in_flight + 1].wait(0.2), "more than in_flight items were computed ahead"
+        assert [next(ahead), next(ahead)] == [10, 20]
+        with pytest.raises(ValueError, match="chunk 3 failed"):
+            next(ahead)

@@ -14,6 +14,7 @@ from news_ai_assets.assets.common import (
     time_and_memory, unique_rows,
 )
 from news_ai_assets.assets.versions import record_input_versions
+from news_ai_assets.compute.ahead import computed_ahead
 from news_ai_assets.compute.embeddings import (
     CACHE_KEY, CACHE_TABLE, EMBEDDING_DESCRIPTIONS, article_texts, cache_rows, embedding_dimension,
 )
@@ -28,7 +29,7 @@ from news_ai_assets.compute.user_features import (
 from news_ai_assets.resources import EmbeddingModel
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage.database import Database
-from news_ai_assets.storage.tables import DayRows, StoredDays, computed_ahead
+from news_ai_assets.storage.tables import DayRows, StoredDays
 
 INTERACTIONS = dg.AssetKey(["features", "interactions"])
 
@@ -72,7 +73,7 @@ def by_day(
         return day, rows, metadata(rows), time.perf_counter() - started
 
     def days() -> Iterator:
-        for index, (day, rows, facts, seconds) in enumerate(computed_ahead(map(computed, partition_days(context)))):
+        for index, (day, rows, facts, seconds) in enumerate(computed_ahead(computed, partition_days(context))):
             day_metadata(context, day, {**facts, **time_and_memory("compute", seconds)})
             if index == 0:
                 context.add_asset_metadata({"dagster/column_schema": column_schema(schema or rows.schema, descriptions)})

@@ -21,12 +21,13 @@ from news_ai_assets.assets.common import (
 from news_ai_assets.assets.entities import ENTITY_FEATURES
 from news_ai_assets.assets.features import INTERACTIONS, LOOKBACK_AND_DAY, PREVIOUS_AND_DAY, window_behaviors
 from news_ai_assets.assets.versions import record_input_versions
+from news_ai_assets.compute.ahead import computed_ahead
 from news_ai_assets.compute.silver import (
     CROSS_COLUMNS, ID_COLUMNS, SILVER_DESCRIPTIONS, rows_as_stream, silver_for_day, wide_view_sql,
 )
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets.storage.database import Database
-from news_ai_assets.storage.tables import DayRows, StoredDays, computed_ahead
+from news_ai_assets.storage.tables import DayRows, StoredDays
 
 SILVER = dg.AssetKey(["silver", "training_examples"])
 
@@ -97,14 +98,14 @@ def training_examples(
     def day_rows():
         progress = Progress(context, "days computed and stored", len(days), "days")
         # The next day is read and set up while this one's chunks are computed and stored.
-        for day, started, facts, head, chunks in computed_ahead(map(prepared, days)):
+        for day, started, facts, head, chunks in computed_ahead(prepared, days):
             if facts["rows_missing_news_features"] or facts["rows_missing_embedding"]:
                 context.log.warning(f"{day}: {facts['rows_missing_news_features']} candidate rows lack news features and "
                                     f"{facts['rows_missing_embedding']} an embedding; they keep NULL cross features")
             if day == days[0]:
                 schema = _wide_schema(head, user_features, news_features)
                 context.add_asset_metadata({"columns": len(schema), "dagster/column_schema": column_schema(schema, SILVER_DESCRIPTIONS)})
-            chunks = itertools.chain([head], computed_ahead(chunks))  # the next chunk computed while this one is stored
+            chunks = itertools.chain([head], chunks)  # the next ones are computed while this one is stored
             yield day, rows_as_stream(_recorded(context, day, chunks, facts, started, progress))
 
     return DayRows(day_rows())

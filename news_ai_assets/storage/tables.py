@@ -9,25 +9,11 @@ Storage implements both (partition_handler.py); assets never see which storage i
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
 
 Rows = pl.DataFrame | pa.Table | pa.RecordBatchReader
-T = TypeVar("T")
-
-
-def computed_ahead(items: Iterator[T]) -> Iterator[T]:
-    """The items in order, the next one computed on a second thread while the caller handles this
-    one: a stream's chunks are computed (Polars and NumPy release the GIL) while storage inserts
-    the previous one, on two cores instead of taking turns. An error in computing is raised here."""
-    with ThreadPoolExecutor(1, thread_name_prefix="computed_ahead") as pool:
-        pending = pool.submit(next, items, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, items, None)
-            yield item
 
 
 class DayRows:
