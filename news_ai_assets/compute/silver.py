@@ -206,6 +206,13 @@ def _history_means(users: pl.DataFrame, index: pl.DataFrame, vectors: np.ndarray
     return np.asarray(averaging @ vectors, dtype=np.float32)
 
 
+def _row_norms(matrix: np.ndarray, block_rows: int = 8_192) -> np.ndarray:
+    """np.linalg.norm(matrix, axis=1), the same bits, a block of rows at a time: at once it squares the
+    whole matrix into a fresh temporary (400 MB for a MIND-large day's history means, 1 s of page zeroing)."""
+    return np.concatenate([np.linalg.norm(matrix[start : start + block_rows], axis=1)
+                           for start in range(0, len(matrix), block_rows)] or [np.zeros(0, dtype=matrix.dtype)])
+
+
 SIMILARITY_BATCH = 2_048  # rows: the gathered vectors (3 MB) stay in cache; 2.4x faster than 32k-row batches
 
 
@@ -219,8 +226,8 @@ class UserVectors:
         self.vectors = _matrix(vectors.get_column(column))
         self.index = vectors.select("news_id", pl.int_range(pl.len(), dtype=pl.Int64).alias(f"{column}_row"))
         self.means = _history_means(users, self.index.rename({f"{column}_row": "embedding_row"}), self.vectors)
-        self.mean_norms = np.linalg.norm(self.means, axis=1)
-        self.vector_norms = None if unit else np.linalg.norm(self.vectors, axis=1)
+        self.mean_norms = _row_norms(self.means)
+        self.vector_norms = None if unit else _row_norms(self.vectors)
 
     def similarity(self, user_rows: np.ndarray, vector_rows: np.ndarray) -> np.ndarray:
         """Cosine per row; NaN where a side is missing or zero (made NULL by the caller). Row by row,
