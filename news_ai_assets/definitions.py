@@ -82,7 +82,8 @@ defs = dg.Definitions(
             batch_size=SETTINGS.embedding_batch_size,
         ),
         "mind": MindSource(
-            mind_dir=str(SETTINGS.mind_dir) if SETTINGS.mind_dir else None,
+            mind_dir=SETTINGS.mind_dir,
+            mirror_dir=str(SETTINGS.mind_mirror),
             sample_dir=str(SETTINGS.sample_dir),
         ),
     },

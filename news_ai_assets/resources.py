@@ -10,31 +10,42 @@ from news_ai_assets.compute.encoder import (
     DEFAULT_MODEL, Encoder, EncoderSpec, check_options, load_encoder, resolve_device,
 )
 from news_ai_assets.mind import sample
-from news_ai_assets.mind.reader import SplitDir, discover_splits
+from news_ai_assets.mind.object_store import S3Mirror, is_object_uri
+from news_ai_assets.mind.reader import MindInputError, SplitDir, discover_splits
 
 
 class MindSource(dg.ConfigurableResource):
-    """MIND split folders under `mind_dir`, or, when it is unset, a generated sample under `sample_dir`."""
+    """MIND split folders under `mind_dir` (a folder, or s3://bucket/prefix read through a local mirror in
+    `mirror_dir`), or, when it is unset, a generated sample under `sample_dir`."""
 
     mind_dir: str | None = None
+    mirror_dir: str | None = None
     sample_dir: str
     sample_scale: str = "demo"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """A configured folder that isn't usable fails the run before any step writes."""
         if self.mind_dir:
-            discover_splits(Path(self.mind_dir))
+            discover_splits(self._folder(context.log))
+
+    def _folder(self, log=None) -> Path:
+        """mind_dir as a local folder: itself, or its objects' mirror brought up to date."""
+        if not is_object_uri(self.mind_dir):
+            return Path(self.mind_dir)
+        if not self.mirror_dir:
+            raise MindInputError(f"{self.mind_dir} is in object storage, and no mirror folder is configured")
+        return S3Mirror(self.mind_dir, Path(self.mirror_dir)).sync(log)
 
     def watched_folder(self) -> Path | None:
         """The folder of split folders runs read: mind_dir, or the sample once generated (else None)."""
         if self.mind_dir:
-            return Path(self.mind_dir)
+            return self._folder()
         target = Path(self.sample_dir) / self.sample_scale
         return target if (target / "COMPLETE").exists() else None
 
     def split_dirs(self, log) -> list[SplitDir]:
         if self.mind_dir:
-            return discover_splits(Path(self.mind_dir))
+            return discover_splits(self._folder(log))
         target = Path(self.sample_dir) / self.sample_scale
         if not (target / "COMPLETE").exists():
             self._generate(target, log)

@@ -32,7 +32,8 @@ STORAGES = ("duckdb", "delta")
 
 @dataclass(frozen=True)
 class Settings:
-    mind_dir: Path | None
+    mind_dir: str | None  # a folder (absolute path) or s3://BUCKET[/PREFIX]
+    mind_mirror: Path  # where raw files in object storage are mirrored (mind/object_store.py)
     storage: str  # duckdb: one file; delta: Delta tables under delta_uri
     duckdb_path: Path
     duckdb_memory_limit: str  # DuckDB's memory_limit while a run holds the file
@@ -116,8 +117,18 @@ def _delta_uri() -> str:
     return raw.rstrip("/") if "://" in raw else str(Path(raw).expanduser().absolute())
 
 
+def _mind_dir() -> str | None:
+    raw = os.environ.get("NEWS_AI_MIND_DIR") or None
+    if raw is None:
+        return None
+    if "://" not in raw:
+        return str(Path(raw).expanduser().absolute())
+    if not raw.startswith("s3://") or not raw[len("s3://"):].strip("/"):
+        raise SettingError(f"NEWS_AI_MIND_DIR={raw!r} must be a folder or s3://BUCKET[/PREFIX]")
+    return raw.rstrip("/")
+
+
 def load_settings() -> Settings:
-    mind_dir = os.environ.get("NEWS_AI_MIND_DIR") or None
     start, end = _date("NEWS_AI_START_DATE", DEFAULT_START_DATE), _date("NEWS_AI_END_DATE", DEFAULT_END_DATE)
     if end < start:
         raise SettingError(f"NEWS_AI_END_DATE {end} is before NEWS_AI_START_DATE {start}")
@@ -127,7 +138,8 @@ def load_settings() -> Settings:
     except NotADuckDBFileError as err:
         raise SettingError(f"NEWS_AI_DUCKDB_PATH: {err}") from err
     return Settings(
-        mind_dir=Path(mind_dir).expanduser().absolute() if mind_dir else None,
+        mind_dir=_mind_dir(),
+        mind_mirror=Path(os.environ.get("NEWS_AI_MIND_MIRROR") or duckdb_path.parent / "mind_mirror").expanduser().absolute(),
         storage=_choice("NEWS_AI_STORAGE", "duckdb", STORAGES),
         duckdb_path=duckdb_path,
         duckdb_memory_limit=_memory_limit("NEWS_AI_DUCKDB_MEMORY_LIMIT", "1GB"),

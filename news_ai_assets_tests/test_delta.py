@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from news_ai_assets.storage.database import Database, StorageWriteError, require
 from news_ai_assets.storage.delta_tables import DeltaDatabase, table_uri
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.compare import assert_same_rows
+from news_ai_assets_tests.conftest import free_port
 from news_ai_assets_tests.doc_blocks import copy_dagster_yaml
 from news_ai_assets_tests.pipeline import materialize, read_table
 
@@ -54,42 +54,6 @@ ID_COLUMNS = {"id": None, **{f"{side}{kind}_index": vocabulary for side in ("his
                              for kind, vocabulary in (("", "news"), ("_category", "category"), ("_subcategory", "subcategory"))}}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch, tmp_path) -> str:
-    """A bucket on a moto S3 emulator on 127.0.0.1; credentials and endpoint in the environment, as
-    delta-rs reads them (AWS_CONDITIONAL_PUT=etag: commits are put-if-absent on S3)."""
-    pytest.importorskip("moto.server", reason="moto[server] is a dev extra")
-    import boto3
-
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
-        boto3.client("s3").create_bucket(Bucket="lake")
-        yield "s3://lake/news_ai"
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
 # Debian's postgresql package: its newest server's programs.
 POSTGRES_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
                    default=Path("/usr/lib/postgresql"))
@@ -105,7 +69,7 @@ def postgres(monkeypatch) -> Iterator[dict[str, str]]:
     """A PostgreSQL server started from Debian's package in a temporary folder on a free port, with a
     database for Dagster; the DAGSTER_PG_* settings deploy/dagster.yaml reads, also in the environment."""
     assert (POSTGRES_BIN / "initdb").exists(), f"no PostgreSQL server in {POSTGRES_BIN}: install Debian's postgresql"
-    folder, port = Path(tempfile.mkdtemp(prefix="news-ai-postgres-")), _free_port()
+    folder, port = Path(tempfile.mkdtemp(prefix="news-ai-postgres-")), free_port()
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     subprocess.run(_as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(folder / "data"), "-U", "dagster", "--auth=trust"),

@@ -28,6 +28,8 @@ from news_ai_assets.settings import SettingError, load_settings
         ("NEWS_AI_EMBEDDING_BATCH_SIZE", "0", "must be a whole number from 1 to 65536"),
         ("NEWS_AI_EMBEDDING_BATCH_SIZE", "big", "must be a whole number from 1 to 65536"),
         ("NEWS_AI_STORAGE", "parquet", "is not one of duckdb, delta"),
+        ("NEWS_AI_MIND_DIR", "gs://bucket/mind", "must be a folder or s3://BUCKET"),
+        ("NEWS_AI_MIND_DIR", "s3:///", "must be a folder or s3://BUCKET"),
         ("NEWS_AI_DELTA_URI", "gs://bucket/x", "must be a folder, file://PATH or s3://BUCKET"),
         ("NEWS_AI_DELTA_URI", "s3://", "must be a folder, file://PATH or s3://BUCKET"),
         ("NEWS_AI_DELTA_URI", "s3://lake/news #1", "in a URI, '#' and '\\?' end the path"),

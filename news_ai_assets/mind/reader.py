@@ -25,7 +25,7 @@ from news_ai_assets.mind.line_scan import line_head, scan_lines
 from news_ai_assets.storage.duckdb_config import open_duckdb
 
 SPLITS = ("train", "dev", "test")
-_SPLIT_DIR = re.compile(r"^MIND\w*_(train|dev|test)$")
+SPLIT_DIR = re.compile(r"^MIND\w*_(train|dev|test)$")
 
 BEHAVIOR_FIELDS = ("impression_id", "user_id", "time", "history", "impressions")
 NEWS_FIELDS = (
@@ -122,7 +122,7 @@ def discover_splits(mind_dir: Path) -> list[SplitDir]:
         raise MindInputError(f"MIND folder {mind_dir} does not exist (NEWS_AI_MIND_DIR){_why_unreadable(mind_dir)}")
     found: dict[str, list[Path]] = {}
     for child in sorted(mind_dir.iterdir()):
-        match = _SPLIT_DIR.match(child.name)
+        match = SPLIT_DIR.match(child.name)
         if not match:
             continue
         if not child.is_dir() or not os.access(child, os.R_OK | os.X_OK):
