@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     keys = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(args.first, args.last))
     with dg.DagsterInstance.get() as instance:
-        backfill_id = launch_asset_backfill(instance, defs, keys, f"news_ai_assets {args.first} .. {args.last}")
+        backfill_id = launch_asset_backfill(instance, defs, keys[0], keys[-1], f"news_ai_assets {args.first} .. {args.last}")
     print(f"backfill {backfill_id}: {len(keys)} days ({args.first} .. {args.last}), storage {SETTINGS.storage}; "
           "the daemon launches its runs (UI: Overview > Backfills)")
     return backfill_id

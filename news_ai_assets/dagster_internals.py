@@ -6,10 +6,12 @@
 - AssetCheckEvaluationTargetMaterializationData: a check over a range run reports one evaluation
   per partition (AssetCheckResult can only report the run's single partition key); each is linked
   to its own partition's materialisation, as AssetCheckResult does for a single partition.
-- PartitionBackfill.from_asset_partitions and DagsterInstance.add_backfill: an asset backfill, in
-  which Dagster's daemon launches a run per partition as soon as the partitions it reads are
-  materialised, is launched from the UI or its GraphQL API only; the CLI's `dagster job backfill`
-  launches every partition's run at once, whatever the lookback reads.
+- PartitionBackfill.from_partitions_by_assets, the selectors and DagsterInstance.add_backfill: an
+  asset backfill, in which Dagster's daemon launches a run per partition as soon as the partitions it
+  reads are materialised, is launched from the UI or its GraphQL API only; the CLI's `dagster job
+  backfill` launches every partition's run at once, whatever the lookback reads. Each asset's range
+  is named: from_asset_partitions also targets every partition downstream of the requested ones
+  (a lookback's days after the range: user features of the 7 days after it).
 - The step context behind an OutputContext: the IO manager learns each partition's row count only
   when it writes, and attaching a value to one partition's materialisation event is an
   execution-context method (AssetExecutionContext.add_asset_metadata) that OutputContext lacks.
@@ -33,6 +35,7 @@ from dagster._core.definitions.data_version import (
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.execution.plan import execute_step
+from dagster._core.definitions.selector import PartitionRangeSelector, PartitionsByAssetSelector, PartitionsSelector
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.utils import make_new_backfill_id
 from dagster._time import get_current_datetime
@@ -69,15 +72,20 @@ def check_evaluations(
     ]
 
 
-def launch_asset_backfill(instance: dg.DagsterInstance, defs: dg.Definitions, partition_keys: Sequence[str],
+def launch_asset_backfill(instance: dg.DagsterInstance, defs: dg.Definitions, first: str, last: str,
                           title: str) -> str:
-    """Requests a backfill of every asset of `defs` for `partition_keys`, as the UI's "Launch
-    backfill" does; the instance's daemon runs it. Returns the backfill id."""
+    """Requests a backfill of every asset of `defs` for partitions first .. last (the unpartitioned ones
+    once), and of no other partition, as the UI's "Launch backfill" does; the instance's daemon runs it.
+    Returns the backfill id."""
     graph = defs.resolve_asset_graph()
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(), asset_graph=graph, partition_names=list(partition_keys),
-        asset_selection=list(graph.materializable_asset_keys), backfill_timestamp=time.time(), tags={},
-        dynamic_partitions_store=instance, all_partitions=False, title=title, description=None, run_config=None,
+    days = PartitionsSelector(ranges=[PartitionRangeSelector(first, last)])
+    backfill = PartitionBackfill.from_partitions_by_assets(
+        backfill_id=make_new_backfill_id(), asset_graph=graph, backfill_timestamp=time.time(), tags={},
+        dynamic_partitions_store=instance, title=title, description=None, run_config=None,
+        partitions_by_assets=[
+            PartitionsByAssetSelector(asset_key=key, partitions=days if graph.get(key).is_partitioned else None)
+            for key in sorted(graph.materializable_asset_keys)
+        ],
     )
     instance.add_backfill(backfill)
     return backfill.backfill_id

@@ -127,3 +127,20 @@ def test_after_a_run_the_file_alone_holds_everything(tmp_path, tiny_mind):
     shutil.copy(db, tmp_path / "copy.duckdb")
     for table in ("bronze.behaviors", "bronze.news", "features.interactions"):
         assert read_table(tmp_path / "copy.duckdb", table).height == read_table(db, table).height > 0, table
+
+
+def test_a_backfill_of_some_days_targets_those_days_and_no_other(tmp_path, monkeypatch):
+    """`python -m news_ai_assets.backfill --from --to` names every asset's range: Dagster's default would also
+    target the partitions downstream of it (user features of the 7 days after, through their lookback)."""
+    import dagster as dg
+
+    from news_ai_assets import backfill
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    backfill_id = backfill.main(["--from", "2019-11-09", "--to", "2019-11-10"])
+    with dg.DagsterInstance.get() as instance:
+        target = instance.get_backfill(backfill_id).asset_backfill_data.target_subset
+    assert {key.to_user_string() for key in target.non_partitioned_asset_keys} == {"gold/ranker_evaluation"}
+    days = {key.to_user_string(): sorted(subset.get_partition_keys())
+            for key, subset in target.partitions_subsets_by_asset_key.items()}
+    assert len(days) == 11 and all(keys == ["2019-11-09", "2019-11-10"] for keys in days.values()), days
