@@ -1,9 +1,5 @@
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +10,7 @@ os.environ.setdefault("NEWS_AI_MAX_MISSING_CROSS_SHARE", "0.2")
 
 from dagster_deltalake import LocalConfig, S3Config
 
+from benchmarks.servers import s3_emulator
 from news_ai_assets.mind import sample
 from news_ai_assets.resources import EmbeddingModel, MindSource
 from news_ai_assets.storage.delta_tables import DeltaDatabase, DeltaPolarsIOManager
@@ -77,37 +74,11 @@ def pipeline_resources(database: Path, mind_dir: Path, delta_uri: str | None = N
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def s3_bucket(monkeypatch, tmp_path) -> str:
-    """A bucket on a moto S3 emulator on 127.0.0.1; credentials and endpoint in the environment, as
-    delta-rs and boto3 read them (AWS_CONDITIONAL_PUT=etag: Delta commits are put-if-absent on S3)."""
+def s3_bucket(monkeypatch) -> str:
+    """A bucket on the S3 emulator (servers.s3_emulator); its endpoint and credentials in the environment."""
     pytest.importorskip("moto.server", reason="moto[server] is a dev extra")
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
-        boto3.client("s3").create_bucket(Bucket="lake")
+    with s3_emulator("lake") as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         yield "s3://lake/news_ai"
-    finally:
-        server.terminate()
-        server.wait(10)

@@ -172,3 +172,20 @@ def test_the_speed_loop_times_a_step_and_the_next_day_on_copies_of_a_kept_databa
     # the kept database is as it was built; nothing of the tries is left
     assert read_table(loop_folder / "kept" / "bench.duckdb", "silver.training_examples").equals(stored)
     assert not (loop_folder / "try").exists()
+
+
+@pytest.mark.slow
+def test_many_runs_backfills_on_the_emulators_and_measures_each_run(tmp_path):
+    """benchmarks/many_runs.py, as a user runs it, on two tiny days with two runs in flight (a train day and the
+    dev day, so the evaluation runs too): the backfill succeeds on the S3 emulator and PostgreSQL, and every
+    run's steps and fixed cost are measured."""
+    pytest.importorskip("moto.server", reason="moto[server] is a dev extra")
+    done = subprocess.run([sys.executable, "benchmarks/many_runs.py", "--scale", "tiny", "--days", "2", "--in-flight", "2",
+                           "--folder", str(tmp_path)], cwd=ROOT, env=clean_env(NEWS_AI_START_DATE="2019-11-14"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads((tmp_path / "many_runs.json").read_text())["results"]
+    assert result["backfill"] == "COMPLETED_SUCCESS" and result["failed"] == [], result["failed"]
+    assert result["runs"] >= 2 and 1 <= result["most_in_flight"] <= 2
+    assert all(0 < r["steps_s"] <= r["run_s"] and r["process_start_s"] > 0 for r in result["run_list"])
+    assert "| 2 | " in done.stdout  # the table's row for two runs in flight

@@ -4,11 +4,9 @@ on an S3 emulator (moto_server on 127.0.0.1), written by many runs at once."""
 import datetime as dt
 import multiprocessing
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +16,16 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
-import yaml
 from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 
+from benchmarks.servers import postgres_home, postgres_server, upload_splits
 from news_ai_assets.mind import sample
 from news_ai_assets.retrieval import features_for_events
 from news_ai_assets.storage.database import Database, StorageWriteError, require_written
 from news_ai_assets.storage.delta_tables import DeltaDatabase, table_uri
 from news_ai_assets.storage.duckdb_file import DuckDBDatabase
 from news_ai_assets_tests.compare import assert_same_rows
-from news_ai_assets_tests.conftest import free_port
 from news_ai_assets_tests.doc_blocks import copy_dagster_yaml
 from news_ai_assets_tests.pipeline import materialize, read_table
 
@@ -54,50 +51,14 @@ ID_COLUMNS = {"id": None, **{f"{side}{kind}_index": vocabulary for side in ("his
                              for kind, vocabulary in (("", "news"), ("_category", "category"), ("_subcategory", "subcategory"))}}
 
 
-# Debian's postgresql package: its newest server's programs.
-POSTGRES_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
-                   default=Path("/usr/lib/postgresql"))
-
-
-def _as_postgres(*command: str) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, the command runs as the postgres user."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
-
-
 @pytest.fixture
 def postgres(monkeypatch) -> Iterator[dict[str, str]]:
-    """A PostgreSQL server started from Debian's package in a temporary folder on a free port, with a
-    database for Dagster; the DAGSTER_PG_* settings deploy/dagster.yaml reads, also in the environment."""
-    assert (POSTGRES_BIN / "initdb").exists(), f"no PostgreSQL server in {POSTGRES_BIN}: install Debian's postgresql"
-    folder, port = Path(tempfile.mkdtemp(prefix="news-ai-postgres-")), free_port()
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    subprocess.run(_as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(folder / "data"), "-U", "dagster", "--auth=trust"),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres(str(POSTGRES_BIN / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w",
-                                "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"),
-                   check=True, capture_output=True)
-    try:
-        subprocess.run(_as_postgres(str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "dagster",
-                                    "dagster"), check=True, capture_output=True)
-        settings = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_DB": "dagster",
-                    "DAGSTER_PG_USER": "dagster", "DAGSTER_PG_PASSWORD": "unused (trust)"}
+    """A PostgreSQL server (servers.postgres_server); the DAGSTER_PG_* settings deploy/dagster.yaml reads,
+    also in the environment."""
+    with postgres_server() as settings:
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield settings
-    finally:
-        subprocess.run(_as_postgres(str(POSTGRES_BIN / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "stop"),
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def postgres_home(home: Path) -> Path:
-    """A DAGSTER_HOME with this repository's dagster.yaml, its storage that of deploy/dagster.yaml (PostgreSQL)."""
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    config["storage"] = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return home
 
 
 def stored_rows(database: Database, table: str, ids_as_tokens: bool = False) -> pl.DataFrame:
@@ -366,17 +327,19 @@ BACKFILL_DAYS = [f"2019-11-{d:02d}" for d in range(13, 17)]
 @pytest.mark.slow
 def test_a_parallel_backfill_on_the_s3_emulator_equals_the_duckdb_storage(tmp_path, s3_bucket, postgres):
     """The range as a backfill that Dagster's daemon runs one run per day, several at once, against
-    Delta tables on the S3 emulator, the instance in PostgreSQL (deploy/dagster.yaml's storage, migrated
-    as the docs say), as on many machines: every run succeeds (every check passed: they block), and every
+    Delta tables and raw MIND files on the S3 emulator (runs starting together mirror the files at once),
+    the instance in PostgreSQL (deploy/dagster.yaml's storage, migrated as the docs say), as on many machines: every run succeeds (every check passed: they block), and every
     table equals the DuckDB storage's rows for the same graph. BACKFILL_DAYS cover train, dev and test,
     and the raw files hold nothing before them (the 14 default days took ~14 of CI's minutes for 42
     runs, 8 days 13 minutes for 25)."""
     mind = tmp_path / "mind"
     sample.generate(mind, "tiny", days=len(BACKFILL_DAYS), first_day=dt.date.fromisoformat(BACKFILL_DAYS[0]))
+    upload_splits(mind, f"{s3_bucket}/mind")  # the raw files too: every run reads them from the bucket
     home = postgres_home(tmp_path / "dagster_home")
     uri = f"{s3_bucket}/backfill"
     env = {**os.environ, **postgres, "DAGSTER_HOME": str(home), "NEWS_AI_STORAGE": "delta", "NEWS_AI_DELTA_URI": uri,
-           "NEWS_AI_MIND_DIR": str(mind), "NEWS_AI_EMBEDDING_DEVICE": "cpu",
+           "NEWS_AI_MIND_DIR": f"{s3_bucket}/mind", "NEWS_AI_MIND_MIRROR": str(tmp_path / "mirror"),
+           "NEWS_AI_EMBEDDING_DEVICE": "cpu",
            "NEWS_AI_START_DATE": BACKFILL_DAYS[0], "NEWS_AI_END_DATE": BACKFILL_DAYS[-1],
            # ~15 impressions a day: one user without history moves a day's missing share by ~10% (2019-11-22: 9.6%)
            "NEWS_AI_MAX_MISSING_CROSS_SHARE": "0.2"}

@@ -6,13 +6,14 @@ import hashlib
 import json
 import logging
 import shutil
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import dagster as dg
 import polars as pl
 import pytest
 
+from benchmarks.servers import upload_splits
 from news_ai_assets.automation import mind_files_sensor
 from news_ai_assets.mind.object_store import VERSION_SUFFIX, S3Mirror
 from news_ai_assets.mind.reader import MindInputError
@@ -21,14 +22,6 @@ from news_ai_assets.settings import daily_partitions
 from news_ai_assets_tests.pipeline import change_one_line, materialize, read_table
 
 BRONZE = ["bronze/behaviors", "bronze/news"]
-
-
-def _upload(folder: Path, uri: str) -> None:
-    """Every file of the split folders under `folder`, as objects under `uri`."""
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    client = boto3.client("s3")
-    for path in sorted(folder.glob("MIND*/*")):
-        client.upload_file(str(path), bucket, f"{prefix}/{path.parent.name}/{path.name}")
 
 
 def _delete(uri: str, folder: str) -> None:
@@ -51,7 +44,7 @@ class _Downloads(logging.Handler):
 
 
 def _sync(mirror: S3Mirror) -> list[str]:
-    log, downloads = logging.getLogger("mirror-test"), _Downloads()
+    log, downloads = logging.getLogger(f"mirror-test-{id(mirror)}"), _Downloads()  # one per sync: syncs run at once
     log.addHandler(downloads)
     log.setLevel(logging.INFO)
     try:
@@ -63,7 +56,7 @@ def _sync(mirror: S3Mirror) -> list[str]:
 
 def test_objects_are_mirrored_once_per_version(tmp_path, tiny_mind, s3_bucket):
     uri = f"{s3_bucket}/mind"
-    _upload(tiny_mind, uri)
+    upload_splits(tiny_mind, uri)
     mirror = S3Mirror(uri, tmp_path / "mirror")
     files = sorted(tiny_mind.glob("MIND*/*"))  # behaviors, news and entity vectors of three splits
     assert len(_sync(mirror)) == len(files) == 9
@@ -84,9 +77,23 @@ def test_objects_are_mirrored_once_per_version(tmp_path, tiny_mind, s3_bucket):
     assert len(lines) == 1 and f"{uri}/MINDsample_dev/news.tsv" in lines[0]
     assert (tmp_path / "mirror" / "MINDsample_dev" / "news.tsv").read_bytes() == replaced.read_bytes()
 
-    _delete(uri, "MINDsample_test")  # the mirror holds what the bucket lists, no more
+    (tmp_path / "mirror" / "notes.txt").write_text("not the mirror's")  # what the mirror did not write stays
+    (tmp_path / "mirror" / "MINDsample_dev" / "README").write_text("not the mirror's")
+    _delete(uri, "MINDsample_test")  # the mirror holds what the bucket lists, no more of its own
     assert _sync(mirror) == [] and sorted(p.name for p in (tmp_path / "mirror").iterdir()) == [
-        "MINDsample_dev", "MINDsample_train"]
+        "MINDsample_dev", "MINDsample_train", "notes.txt"]
+    assert (tmp_path / "mirror" / "MINDsample_dev" / "README").exists()
+
+
+def test_runs_syncing_at_once_download_each_object_once(tmp_path, tiny_mind, s3_bucket):
+    """Runs starting together (a backfill's first wave) take turns on each object: one downloads it,
+    the others find it, and no file is replaced under a run reading it."""
+    uri = f"{s3_bucket}/mind"
+    upload_splits(tiny_mind, uri)
+    with ThreadPoolExecutor(4) as pool:
+        downloads = list(pool.map(_sync, [S3Mirror(uri, tmp_path / "mirror") for _ in range(4)]))
+    assert sorted(line.split()[1] for lines in downloads for line in lines) == sorted(
+        f"{uri}/{path.parent.name}/{path.name}" for path in tiny_mind.glob("MIND*/*"))
 
 
 def test_what_is_missing_or_replaced_is_named(tmp_path, tiny_mind, s3_bucket):
@@ -96,7 +103,7 @@ def test_what_is_missing_or_replaced_is_named(tmp_path, tiny_mind, s3_bucket):
         S3Mirror(f"{s3_bucket}/empty", tmp_path / "m1").sync()
 
     uri = f"{s3_bucket}/mind"
-    _upload(tiny_mind, uri)
+    upload_splits(tiny_mind, uri)
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     client = boto3.client("s3")
     client.delete_object(Bucket=bucket, Key=f"{prefix}/MINDsample_dev/news.tsv")
@@ -113,7 +120,7 @@ def test_what_is_missing_or_replaced_is_named(tmp_path, tiny_mind, s3_bucket):
     target.parent.mkdir()
     with pytest.raises(MindInputError, match="replaced while being read"):
         mirror._mirror(client, version, target, None)
-    assert sorted(p.name for p in target.parent.iterdir()) == [], "no partial file is left"
+    assert sorted(p.name for p in target.parent.iterdir()) == [".behaviors.tsv.lock"], "no partial file is left"
 
 
 def _parsed_in_run(result) -> int:
@@ -129,7 +136,7 @@ def test_bronze_from_object_storage_equals_bronze_from_a_folder(tmp_path, tiny_m
     with open(train, "ab") as handle:  # one malformed line: rejects are accounted for as for a file
         handle.write(b"999\tU1\tyesterday\t\tN1-1\n")
     uri = f"{s3_bucket}/mind"
-    _upload(mind, uri)
+    upload_splits(mind, uri)
     local, remote = tmp_path / "local" / "l.duckdb", tmp_path / "remote" / "r.duckdb"
     materialize(local, mind, "2019-11-12", selection=BRONZE)
     assert _parsed_in_run(materialize(remote, uri, "2019-11-12", selection=BRONZE)) == 3
@@ -162,7 +169,7 @@ def test_the_raw_file_sensor_watches_the_bucket(tmp_path, tiny_mind, s3_bucket):
     """A line changed in an object requests its day, as a line changed in a local file does."""
     mind, uri, instance = tmp_path / "mind", f"{s3_bucket}/mind", dg.DagsterInstance.ephemeral()
     shutil.copytree(tiny_mind, mind)
-    _upload(mind, uri)
+    upload_splits(mind, uri)
     days = daily_partitions.get_partition_keys()
     materialize(tmp_path / "db.duckdb", uri, days[0], days[-1], selection=["bronze/behaviors"], instance=instance)
 
@@ -174,7 +181,7 @@ def test_the_raw_file_sensor_watches_the_bucket(tmp_path, tiny_mind, s3_bucket):
     first = tick(None)
     assert first.run_requests == []
     change_one_line(mind, dt.date(2019, 11, 10))
-    _upload(mind, uri)  # every object written again: only the one whose content changed counts
+    upload_splits(mind, uri)  # every object written again: only the one whose content changed counts
     result = tick(first.cursor)
     assert [r.partition_key for r in result.run_requests] == ["2019-11-10"]
     assert "MINDsample_train/behaviors.tsv" in result.run_requests[0].tags["news_ai/changed_files"]

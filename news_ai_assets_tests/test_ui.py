@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from benchmarks.servers import free_port
 from news_ai_assets.definitions import all_checks
 from news_ai_assets_tests.pipeline import ALL_ASSETS, PARTITIONED_ASSETS, read_table
 
@@ -26,19 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NEWS_AI_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Dagster:
     """`scripts/dev.sh` (the README's `dagster dev`) with its own DAGSTER_HOME and DuckDB file."""
 
     def __init__(self, root: Path, mind_dir: Path):
         self.home = root / "dagster_home"
         self.database = root / "ui.duckdb"
-        self.port = _free_port()
+        self.port = free_port()
         # The tiny sample has ~10 impressions a day: one user with an empty history moves a day's
         # share of rows without cross features by ~10%, over the 5% bound meant for real days.
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "NEWS_AI_MIND_DIR": str(mind_dir),

@@ -13,6 +13,8 @@ naming the object; an object replaced while it is downloaded fails the run (the 
 conditional on the ETag listed), never mixing two versions.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -48,9 +50,20 @@ class ObjectVersion:
             self.etag, self.size, self.last_modified)
 
 
-def _entries(folder: Path) -> set[str]:
-    """The names in a mirror folder, less downloads in progress (another run's '.name.*' files)."""
-    return {name for name in os.listdir(folder) if not name.startswith(".")}
+def _mirrored(folder: Path, names) -> set[str]:
+    """The entries of a mirror folder this mirror writes: `names` (split folders or files) and, for files,
+    their version records. Anything else there (a user's file, a lock, a download in progress) is left."""
+    return {name for name in os.listdir(folder) if names(name.removesuffix(VERSION_SUFFIX))}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (created): runs syncing at once take turns on an object, so one of them
+    downloads it and the others find it there; a file is never replaced by the same version while a run
+    reads it. The kernel releases the lock of a process that dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 class S3Mirror:
@@ -97,12 +110,13 @@ class S3Mirror:
         client = self._client()
         listed = self.listing(client)
         self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in _entries(self.folder) - set(listed):  # a split folder removed from the bucket
+        for stale in _mirrored(self.folder, SPLIT_DIR.match) - set(listed):  # a split folder removed from the bucket
             shutil.rmtree(self.folder / stale, ignore_errors=True)
         for folder, files in sorted(listed.items()):
             local = self.folder / folder
             local.mkdir(exist_ok=True)
-            for stale in _entries(local) - {name + suffix for name in files for suffix in ("", VERSION_SUFFIX)}:
+            for stale in _mirrored(local, MIRRORED_FILES.__contains__) - {name + suffix for name in files
+                                                                          for suffix in ("", VERSION_SUFFIX)}:
                 (local / stale).unlink(missing_ok=True)
             for name, version in sorted(files.items()):
                 self._mirror(client, version, local / name, log)
@@ -110,15 +124,18 @@ class S3Mirror:
 
     def _mirror(self, client, version: ObjectVersion, path: Path, log) -> None:
         """Downloads the object unless `path` holds this version of it already."""
+        with _locked(path.with_name(f".{path.name}.lock")):
+            record = path.with_name(path.name + VERSION_SUFFIX)
+            try:
+                recorded = json.loads(record.read_text())
+            except (OSError, ValueError):
+                recorded = {}
+            if not (version.same_as(recorded) and path.is_file() and path.stat().st_size == version.size):
+                self._download(client, version, path, record, log)
+
+    def _download(self, client, version: ObjectVersion, path: Path, record: Path, log) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        record = path.with_name(path.name + VERSION_SUFFIX)
-        try:
-            recorded = json.loads(record.read_text())
-        except (OSError, ValueError):
-            recorded = {}
-        if version.same_as(recorded) and path.is_file() and path.stat().st_size == version.size:
-            return
         uri = self._object_uri(version.key)
         if log:
             log.info(f"downloading {uri} ({version.size / 2**20:.0f} MiB, ETag {version.etag}) into {path}")
