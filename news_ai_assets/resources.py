@@ -24,17 +24,22 @@ class MindSource(dg.ConfigurableResource):
     sample_scale: str = "demo"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """A configured folder that isn't usable fails the run before any step writes."""
-        if self.mind_dir:
-            discover_splits(self._folder(context.log))
+        """A configured folder that isn't usable fails the run before any step writes. In object storage
+        only the listing is checked here: the objects are downloaded by the steps that read them, not by
+        every run (a run on a fresh machine that only computes silver reads no raw file)."""
+        if self.mind_dir and is_object_uri(self.mind_dir):
+            self._mirror().check()
+        elif self.mind_dir:
+            discover_splits(Path(self.mind_dir))
+
+    def _mirror(self) -> S3Mirror:
+        if not self.mirror_dir:
+            raise MindInputError(f"{self.mind_dir} is in object storage, and no mirror folder is configured")
+        return S3Mirror(self.mind_dir, Path(self.mirror_dir))
 
     def _folder(self, log=None) -> Path:
         """mind_dir as a local folder: itself, or its objects' mirror brought up to date."""
-        if not is_object_uri(self.mind_dir):
-            return Path(self.mind_dir)
-        if not self.mirror_dir:
-            raise MindInputError(f"{self.mind_dir} is in object storage, and no mirror folder is configured")
-        return S3Mirror(self.mind_dir, Path(self.mirror_dir)).sync(log)
+        return self._mirror().sync(log) if is_object_uri(self.mind_dir) else Path(self.mind_dir)
 
     def watched_folder(self) -> Path | None:
         """The folder of split folders runs read: mind_dir, or the sample once generated (else None)."""

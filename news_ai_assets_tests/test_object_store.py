@@ -185,3 +185,17 @@ def test_the_raw_file_sensor_watches_the_bucket(tmp_path, tiny_mind, s3_bucket):
     result = tick(first.cursor)
     assert [r.partition_key for r in result.run_requests] == ["2019-11-10"]
     assert "MINDsample_train/behaviors.tsv" in result.run_requests[0].tags["news_ai/changed_files"]
+
+
+def test_a_run_checks_the_listing_at_its_start_and_downloads_only_in_the_steps_that_read(tmp_path, tiny_mind, s3_bucket):
+    """The resource's start checks what the bucket lists and downloads nothing: a run of steps that read no
+    raw file (silver on a fresh machine) must not copy the raw files first."""
+    uri = f"{s3_bucket}/mind"
+    upload_splits(tiny_mind, uri)
+    source = MindSource(mind_dir=uri, mirror_dir=str(tmp_path / "mirror"), sample_dir=str(tmp_path / "unused"))
+    source.setup_for_execution(dg.build_init_resource_context())
+    assert not (tmp_path / "mirror").exists()
+    assert [split.split for split in source.split_dirs(logging.getLogger("test"))] == ["train", "dev", "test"]
+    missing = MindSource(mind_dir=f"{s3_bucket}/nothing", mirror_dir=str(tmp_path / "m2"), sample_dir=str(tmp_path / "u"))
+    with pytest.raises(MindInputError, match=f"{s3_bucket}/nothing holds no MIND split folder"):
+        missing.setup_for_execution(dg.build_init_resource_context())

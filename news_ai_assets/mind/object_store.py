@@ -105,6 +105,10 @@ class S3Mirror:
                 raise MindInputError(f"MIND split folder {self.uri}/{folder} has no {' and no '.join(missing)}")
         return found
 
+    def check(self) -> None:
+        """The listing holds split folders, each with behaviors.tsv and news.tsv (MindInputError if not)."""
+        self.listing(self._client())
+
     def sync(self, log=None) -> Path:
         """The mirror folder, made to hold exactly the listed splits' files at their listed versions."""
         client = self._client()
