@@ -144,3 +144,26 @@ def test_a_backfill_of_some_days_targets_those_days_and_no_other(tmp_path, monke
     days = {key.to_user_string(): sorted(subset.get_partition_keys())
             for key, subset in target.partitions_subsets_by_asset_key.items()}
     assert len(days) == 11 and all(keys == ["2019-11-09", "2019-11-10"] for keys in days.values()), days
+
+
+def test_the_sqlite_event_log_keeps_its_engines_and_follows_a_replaced_shard(tmp_path):
+    """The local instance's event log (dagster_internals keeps its SQLite engines): what one process
+    writes, another reads; after the shard's file is deleted under it (history cleared by hand), new
+    events land in a new file, not in the deleted one that a kept connection still holds."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    reader = textwrap.dedent(f"""
+        import dagster as dg
+        with dg.DagsterInstance.from_config({str(tmp_path)!r}) as instance:
+            print(sorted(e.dagster_event.partition for e in instance.all_logs("") if e.is_dagster_event))
+    """)
+
+    def logged_elsewhere() -> str:  # the runless shard's events, read by another process
+        return subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, check=True).stdout.strip()
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        for day in ("1", "2"):
+            instance.report_runless_asset_event(dg.AssetMaterialization("a", partition=day))
+        assert logged_elsewhere() == "['1', '2']"
+        (tmp_path / "history" / "runs" / ".db").unlink()
+        instance.report_runless_asset_event(dg.AssetMaterialization("a", partition="3"))
+        assert logged_elsewhere() == "['3']"
