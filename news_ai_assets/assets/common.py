@@ -277,7 +277,8 @@ def sql_checks(asset: dg.AssetKey, checks: list[SqlCheck]) -> dg.AssetChecksDefi
                 results = {}
                 for day in partition_days(context):
                     values = {"start": day, "end": day + dt.timedelta(days=1), **check.params}
-                    row = conn.sql(sql, params={k: v for k, v in values.items() if f"${k}" in sql}).pl().row(0, named=True)
+                    cursor = conn.execute(sql, {k: v for k, v in values.items() if f"${k}" in sql})
+                    row = dict(zip([column[0] for column in cursor.description], cursor.fetchone(), strict=True))
                     results[day.isoformat()] = (bool(row.pop("passed")), {k: _metadata_value(v) for k, v in row.items()})
                 yield from check_evaluations(dg.AssetCheckKey(asset, check.name), results, latest, blocking=True)
         for output in context.op_execution_context.op_def.output_defs:
