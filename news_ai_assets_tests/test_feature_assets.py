@@ -2,12 +2,16 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+import pytest
 
+from news_ai_assets.assets.common import SqlCheck, sql_checks, unique_rows
 from news_ai_assets.compute import reference
+from news_ai_assets.definitions import all_assets
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
 from news_ai_assets.settings import SETTINGS
 from news_ai_assets_tests.compare import assert_rows_match
-from news_ai_assets_tests.pipeline import materialize, read_table
+from news_ai_assets.storage.duckdb_file import connect, replace_rows
+from news_ai_assets_tests.pipeline import materialize, pipeline_resources, read_table
 
 USER_GRAPH = ["bronze/behaviors", "bronze/news", "features/user_features"]
 
@@ -46,3 +50,31 @@ def test_a_missing_window_partition_fails_loudly(tmp_path, tiny_mind):
     assert "bronze/behaviors has never been materialised in" in failure
     assert "for 2019-11-09, 2019-11-10, 2019-11-11, which this run reads" in failure
     assert "--assets '*' --partition-range 2019-11-09...2019-11-11" in failure
+
+
+@pytest.mark.filterwarnings("ignore:.*partitions_def on an AssetCheckSpec")  # assets/common.py says why
+def test_a_repeated_candidate_fails_the_uniqueness_check_with_the_exact_count(tmp_path, tiny_mind):
+    """The check counts distinct hashes of the key first and the keys themselves only when that fails
+    (assets/common.py unique_rows): the count it reports is the keys'. Where the quick query errs
+    towards failing (a hash collision, made here by a check whose quick query always fails), the
+    keys' count decides."""
+    db, day = tmp_path / "u.duckdb", "2019-11-15"
+    materialize(db, tiny_mind, day, selection=["bronze/behaviors"])
+    with connect(db) as conn:  # an impression stored twice (as a write would): each of its candidates repeats
+        stored = conn.sql("SELECT * FROM bronze.behaviors WHERE date = ?", params=[day]).pl()
+        replace_rows(conn, "bronze", "behaviors", pl.concat([stored, stored.head(1)]), "date = ?", [day],
+                     days=[dt.date.fromisoformat(day)])
+    candidates = stored.get_column("impressions_count")[0]
+    result = materialize(db, tiny_mind, day, selection=["features/interactions"], raise_on_error=False)
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "unique_candidates"]
+    assert not check.passed and check.metadata["duplicate_rows"].value == candidates > 0
+
+    with connect(db) as conn:
+        replace_rows(conn, "bronze", "behaviors", stored, "date = ?", [day], days=[dt.date.fromisoformat(day)])
+    exact = unique_rows("unique_candidates", "", "features.interactions", "split, impression_id, news_id").failed_query
+    colliding = sql_checks(dg.AssetKey(["features", "interactions"]), [
+        SqlCheck("unique_candidates", "", "SELECT false AS passed, 1 AS duplicate_rows", failed_query=exact)])
+    result = dg.materialize([*all_assets, colliding], selection=["features/interactions"], partition_key=day,
+                            resources=pipeline_resources(db, tiny_mind))
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["duplicate_rows"].value == 0

@@ -278,10 +278,10 @@ def _finite(table: str) -> SqlCheck:
 
 
 feature_checks = [
-    sql_checks(INTERACTIONS, [SqlCheck("unique_candidates", "No (impression, candidate) twice.",
-                                       unique_rows("features.interactions", "split, impression_id, news_id"))]),
+    sql_checks(INTERACTIONS, [unique_rows("unique_candidates", "No (impression, candidate) twice.", "features.interactions",
+                                          "split, impression_id, news_id")]),
     sql_checks(dg.AssetKey(["features", "user_features"]), [
-        SqlCheck("one_row_per_user", "One row per user and day.", unique_rows("features.user_features", "date, user_id")),
+        unique_rows("one_row_per_user", "One row per user and day.", "features.user_features", "date, user_id"),
         _finite("features.user_features"),
     ]),
     sql_checks(dg.AssetKey(["features", "news_features"]), [_finite("features.news_features")]),

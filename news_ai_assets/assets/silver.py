@@ -153,7 +153,7 @@ silver_checks = [sql_checks(SILVER, [
             FROM (SELECT count(*) AS n FROM {in_partitions(SILVER_TABLE)}) s,
                  (SELECT count(*) AS n FROM {in_partitions("features.interactions")}) i""",
     ),
-    SqlCheck("unique_candidates", "No (impression, candidate) twice.", unique_rows(SILVER_TABLE, "split, impression_id, news_id")),
+    unique_rows("unique_candidates", "No (impression, candidate) twice.", SILVER_TABLE, "split, impression_id, news_id"),
     SqlCheck(
         "labels_match_split", "Labelled on train/dev days, NULL on unlabelled test days.",
         f"""SELECT count(*) FILTER (WHERE (split = 'test') <> (clicked IS NULL)) = 0 AS passed,
