@@ -31,6 +31,7 @@
 """
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -141,6 +142,7 @@ def stale_causes(instance: dg.DagsterInstance, assets: Sequence[dg.AssetsDefinit
 
 _SHARD_ENGINES_KEPT = 16  # a run writes to its own shard and the index; readers may visit more
 _shard_engines: OrderedDict[tuple[int, str], tuple[Engine, tuple[int, int] | None]] = OrderedDict()
+_shard_engines_lock = threading.Lock()  # storages (each with its own lock) share the kept engines
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
@@ -157,19 +159,21 @@ def _connect_with_kept_engine(self: SqliteEventLogStorage, shard: str) -> Iterat
     with self._db_lock:
         path = self.path_for_shard(shard)
         key = (os.getpid(), path)
-        engine, identity = _shard_engines.pop(key, (None, None))
-        if engine is not None and identity != _file_identity(path):  # deleted or replaced: start it afresh
-            engine.dispose()
-            engine = None
-            self._initialized_dbs.discard(shard)
-        if engine is None:
-            engine = create_engine(self.conn_string_for_shard(shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-        if shard not in self._initialized_dbs:
-            self._initdb(engine)
-            self._initialized_dbs.add(shard)
-        _shard_engines[key] = (engine, _file_identity(path))
-        while len(_shard_engines) > _SHARD_ENGINES_KEPT:
-            _shard_engines.popitem(last=False)[1][0].dispose()
+        with _shard_engines_lock:
+            engine, identity = _shard_engines.pop(key, (None, None))
+            if engine is not None and identity != _file_identity(path):  # deleted or replaced: start it afresh
+                engine.dispose()
+                engine = None
+                self._initialized_dbs.discard(shard)
+            if engine is None:
+                engine = create_engine(self.conn_string_for_shard(shard),
+                                       connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            _shard_engines[key] = (engine, _file_identity(path))
+            while len(_shard_engines) > _SHARD_ENGINES_KEPT:  # a connection in use outlives its pool's disposal
+                _shard_engines.popitem(last=False)[1][0].dispose()
         with engine.connect() as conn:
             with conn.begin():
                 yield conn
