@@ -330,7 +330,7 @@ def non_finite_rows(table: str) -> Callable[[duckdb.DuckDBPyConnection], str]:
 
 def unique_rows(name: str, description: str, table: str, key: str) -> SqlCheck:
     """A check that no `key` (columns) repeats among the partition's rows. The distinct 64-bit hashes
-    of the keys are counted first (integers, not the keys' strings: ~2x quicker); as many as rows, no
+    of the keys are counted first (integers, not the keys' strings: ~1.4x quicker); as many as rows, no
     key repeats. Fewer (a repeat, or a hash collision) and the keys themselves are counted, so the
     reported count of duplicate rows is exact either way."""
 
