@@ -6,11 +6,11 @@ import pytest
 
 from news_ai_assets.assets.common import SqlCheck, sql_checks, unique_rows
 from news_ai_assets.compute import reference
-from news_ai_assets.definitions import all_assets
 from news_ai_assets.compute.user_features import USER_FEATURE_COLUMNS
+from news_ai_assets.definitions import all_assets
 from news_ai_assets.settings import SETTINGS
-from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets.storage.duckdb_file import connect, replace_rows
+from news_ai_assets_tests.compare import assert_rows_match
 from news_ai_assets_tests.pipeline import materialize, pipeline_resources, read_table
 
 USER_GRAPH = ["bronze/behaviors", "bronze/news", "features/user_features"]
